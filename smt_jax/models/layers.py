@@ -13,6 +13,13 @@ Dtype = Any
 dense_init = nn.initializers.truncated_normal(stddev=0.02)
 
 
+def dense(features: int, name: str, use_bias: bool = True, dtype: Dtype = jnp.float32,
+          param_dtype: Dtype = jnp.float32) -> nn.Dense:
+  """A Linear layer with the official initialization."""
+  return nn.Dense(features, use_bias=use_bias, kernel_init=dense_init, dtype=dtype,
+                  param_dtype=param_dtype, name=name)
+
+
 def conv_init(kernel_size: Sequence[int], out_per_group: int) -> Callable:
   """He-style normal init over the official `fan_out // groups`."""
   fan_out = math.prod(kernel_size) * out_per_group

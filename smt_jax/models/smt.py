@@ -4,6 +4,7 @@ Computes exactly what the official PyTorch code computes (checked against its ou
 tests/test_parity.py). Tensors stay NHWC throughout; submodule names follow the official
 state_dict names so that `smt_jax.convert` is a one-to-one mapping.
 """
+import functools
 from typing import Any, Sequence, Tuple
 
 import flax.linen as nn
@@ -99,12 +100,10 @@ class SAM(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    dense = lambda features, name, bias=True: nn.Dense(
-        features, use_bias=bias, kernel_init=layers.dense_init, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name)
+    dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
     heads, c = self.ca_num_heads, self.dim
-    v = dense(c, 'v', self.qkv_bias)(x)
-    s = dense(c, 's', self.qkv_bias)(x)
+    v = dense(c, 'v', use_bias=self.qkv_bias)(x)
+    s = dense(c, 's', use_bias=self.qkv_bias)(x)
 
     # MHMC: head i -> (B, H, W, C/heads), stacked to (B, H, W, heads, C/heads).
     s_heads = jnp.split(s, heads, axis=-1)
@@ -139,13 +138,11 @@ class MSA(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    dense = lambda features, name, bias=True: nn.Dense(
-        features, use_bias=bias, kernel_init=layers.dense_init, dtype=self.dtype,
-        param_dtype=self.param_dtype, name=name)
+    dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
     b, h, w, c = x.shape
     heads = self.sa_num_heads
-    q = dense(c, 'q', self.qkv_bias)(x)
-    k, v = jnp.split(dense(2 * c, 'kv', self.qkv_bias)(x), 2, axis=-1)
+    q = dense(c, 'q', use_bias=self.qkv_bias)(x)
+    k, v = jnp.split(dense(2 * c, 'kv', use_bias=self.qkv_bias)(x), 2, axis=-1)
 
     tokens = lambda t: t.reshape(b, h * w, heads, c // heads)
     dropout_rng = None
@@ -171,13 +168,12 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     dim = x.shape[-1]
-    h = nn.Dense(self.hidden_dim, kernel_init=layers.dense_init, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name='fc1')(x)
+    dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    h = dense(self.hidden_dim, 'fc1')(x)
     h = h + layers.DepthwiseConv(3, impl=self.dw_impl, dtype=self.dtype,
                                  param_dtype=self.param_dtype, name='dwconv')(h)
     h = nn.Dropout(self.drop, deterministic=not train)(layers.gelu(h))
-    x = nn.Dense(dim, kernel_init=layers.dense_init, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name='fc2')(h)
+    x = dense(dim, 'fc2')(h)
     return nn.Dropout(self.drop, deterministic=not train)(x)
 
 
@@ -282,7 +278,7 @@ class SMT(nn.Module):
       setattr(self, f'block{i + 1}', blocks)
       setattr(self, f'norm{i + 1}', nn.LayerNorm(epsilon=1e-6, **common))
     if self.num_classes > 0:
-      self.head = nn.Dense(self.num_classes, kernel_init=layers.dense_init, **common)
+      self.head = layers.dense(self.num_classes, None, **common)
 
   def features(self, x, train: bool = False) -> Tuple[jax.Array, ...]:
     """The four stage maps (strides 4, 8, 16, 32), NHWC, each after its stage norm."""
