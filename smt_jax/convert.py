@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smt_jax import weights
-from smt_jax.models import SMT, create_model
+from smt_jax.models import SMT, create_model, layers
 
 IMAGENET_22K_CLASSES = 21841
 
@@ -123,8 +123,9 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: SMT, *, head: str = 'kee
   if head == 'reset' and model.num_classes > 0:
     if rng is None:
       raise ValueError("head='reset' needs rng to initialize the new classifier.")
-    fresh = model.init(rng, jnp.zeros((1, 32, 32, 3)))
-    variables['params']['head'] = jax.device_get(fresh['params']['head'])
+    head_layer = layers.dense(model.num_classes, 'head', param_dtype=model.param_dtype)
+    fresh = head_layer.init(rng, jnp.zeros((1, model.embed_dims[-1]), model.param_dtype))
+    variables['params']['head'] = jax.device_get(fresh['params'])
   return variables
 
 
