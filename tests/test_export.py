@@ -1,0 +1,78 @@
+"""Exports for serving: an inference-only orbax checkpoint and a TensorFlow SavedModel."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import Vector
+from smt_jax import export, weights
+from smt_jax.convert import torch_to_flax
+from smt_jax.models import SMT
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+IMAGE_SIZE = 64
+
+# Runs in a fresh interpreter that imports TensorFlow and nothing of JAX or smt_jax.
+_SERVE_WITH_TF_ONLY = '''
+import json, sys
+import numpy as np
+import tensorflow as tf
+images = np.load(sys.argv[2])
+model = tf.saved_model.load(sys.argv[1])
+logits = model.signatures['serving_default'](images=tf.constant(images))['logits']
+assert 'smt_jax' not in sys.modules and 'flax' not in sys.modules
+print(json.dumps(logits.numpy().tolist()))
+'''
+
+
+@pytest.fixture(name='checkpoint', scope='module')
+def checkpoint_fixture(tmp_path_factory):
+  vector = Vector('smt_micro_b')
+  model = SMT(**vector.fields)
+  path = tmp_path_factory.mktemp('weights') / 'w'
+  weights.save(str(path), torch_to_flax(vector.state_dict, model), model)
+  return path
+
+
+def _images(batch):
+  return np.random.default_rng(batch).integers(0, 256, (batch, IMAGE_SIZE, IMAGE_SIZE, 3),
+                                               dtype=np.uint8)
+
+
+def test_savedmodel_serves_the_same_logits_with_tensorflow_alone(checkpoint, tmp_path):
+  out = tmp_path / 'savedmodel'
+  result = subprocess.run(
+      [sys.executable, '-m', 'smt_jax.export', f'--checkpoint={checkpoint}',
+       f'--output_dir={out}', '--format=savedmodel', f'--image_size={IMAGE_SIZE}'],
+      cwd=REPO, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  model, variables = weights.load(str(checkpoint))
+  for batch in (1, 3):  # the batch dimension is dynamic
+    images = _images(batch)
+    np.save(tmp_path / 'images.npy', images)
+    served = subprocess.run([sys.executable, '-c', _SERVE_WITH_TF_ONLY, str(out),
+                             str(tmp_path / 'images.npy')],
+                            capture_output=True, text=True, check=True)
+    logits = np.asarray(json.loads(served.stdout.strip().splitlines()[-1]))
+    expected = jax.jit(export.serving_fn(model))(variables, images)
+    assert logits.shape == (batch, 7)
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+
+
+def test_orbax_export_restores_into_a_fresh_model(checkpoint, tmp_path):
+  export.export(str(checkpoint), str(tmp_path / 'inference'), 'orbax')
+  model, variables = weights.load(str(checkpoint))
+  fresh_model, restored = weights.load(str(tmp_path / 'inference'))
+  assert fresh_model == model
+  images = _images(2).astype(np.float32) / 255
+  np.testing.assert_array_equal(jax.jit(fresh_model.apply)(restored, images),
+                                jax.jit(model.apply)(variables, images))
+
+
+def test_export_refuses_to_overwrite(checkpoint, tmp_path):
+  with pytest.raises(FileExistsError, match='choose a new output directory'):
+    export.export(str(checkpoint), str(tmp_path), 'orbax')
