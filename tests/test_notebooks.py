@@ -1,0 +1,54 @@
+"""Every notebook runs top to bottom, offline, with small settings injected as parameters."""
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import nbclient
+import nbformat
+import numpy as np
+import torch
+
+from smt_jax import convert
+from smt_jax.labels import imagenet_class_names
+from smt_jax.models import create_model
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / 'notebooks'
+
+
+def run_notebook(name, workdir, **parameters):
+  """Executes notebooks/NAME with `parameters` set right after its 'parameters' cell."""
+  notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+  index = next(i for i, cell in enumerate(notebook.cells)
+               if 'parameters' in cell.metadata.get('tags', []))
+  injected = '\n'.join(f'{key} = {value!r}' for key, value in parameters.items())
+  notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected))
+  nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
+                          resources={'metadata': {'path': str(workdir)}}).execute()
+  return notebook
+
+
+def _outputs(notebook):
+  return '\n'.join(out.get('text', '') for cell in notebook.cells
+                   for out in cell.get('outputs', []))
+
+
+def test_inference_notebook_classifies_with_a_release_file(tmp_path):
+  model = create_model('smt_t')
+  rng = np.random.default_rng(0)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.tree.map(lambda a: (0.02 * rng.normal(size=a.shape)).astype(a.dtype),
+                           abstract)
+  variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])
+  state_dict = convert.flax_to_torch(variables)
+  torch.save({'model': {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}},
+             tmp_path / 'smt_tiny.pth')
+  notebook = run_notebook('inference.ipynb', tmp_path, CHECKPOINT=str(tmp_path / 'smt_tiny.pth'),
+                          IMAGE_SIZE=64)
+  rows = [line.split('%', 1) for line in _outputs(notebook).splitlines() if '%' in line]
+  assert len(rows) == 10  # the top 5 of each of the two photos
+  names = set(imagenet_class_names())
+  assert all(name.strip() in names for _, name in rows)
+  probabilities = [float(p) / 100 for p, _ in rows]
+  assert all(0 < p <= 1 for p in probabilities)
+  for top5 in (probabilities[:5], probabilities[5:]):
+    assert top5 == sorted(top5, reverse=True)
