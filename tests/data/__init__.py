@@ -1,0 +1,1 @@
+"""Input-pipeline tests (a package, so that its conftest does not shadow tests/conftest.py)."""
