@@ -12,6 +12,7 @@ import safetensors.numpy
 import torch
 
 from smt_jax import convert, weights
+from testvectors import Vector
 from smt_jax.models import SMT, create_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,7 +37,6 @@ def test_accepts_torch_tensors(vector):
 
 @pytest.fixture(name='micro')
 def micro_fixture():
-  from conftest import Vector  # pylint: disable=g-import-not-at-top
   vector = Vector('smt_micro_a')
   return SMT(**vector.fields), dict(vector.state_dict)
 

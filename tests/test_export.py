@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import Vector
+from testvectors import Vector
 from smt_jax import export, weights
 from smt_jax.convert import torch_to_flax
 from smt_jax.models import SMT

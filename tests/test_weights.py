@@ -2,7 +2,7 @@
 import jax
 import numpy as np
 
-from conftest import Vector
+from testvectors import Vector
 from smt_jax import weights
 from smt_jax.convert import torch_to_flax
 from smt_jax.models import SMT
