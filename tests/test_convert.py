@@ -12,8 +12,8 @@ import safetensors.numpy
 import torch
 
 from smt_jax import convert, weights
-from testvectors import Vector
 from smt_jax.models import SMT, create_model
+from testvectors import Vector
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
