@@ -1,0 +1,61 @@
+"""Trains or evaluates SMT: `python -m smt_jax.main --config=configs/smt_s.py --workdir=DIR`.
+
+Every config field can be overridden, e.g. `--config.batch_size=4096`. On TPU VMs
+`jax.distributed` finds its peers itself; elsewhere give several processes
+`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
+"""
+import glob
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+import tensorflow as tf
+
+from smt_jax import data
+from smt_jax.train import train_and_evaluate
+from smt_jax.train.validate import ConfigError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training recipe (a configs/*.py file).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs; reruns resume here.')
+flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-process).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process).')
+flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _on_tpu_vm() -> bool:
+  return bool(os.environ.get('TPU_ACCELERATOR_TYPE') or glob.glob('/dev/accel*')
+              or glob.glob('/dev/vfio/[0-9]*'))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # TensorFlow only feeds data; keep it off the accelerators JAX uses.
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+  if FLAGS.coordinator_address:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
+  elif _on_tpu_vm():
+    jax.distributed.initialize()
+  logging.info('Process %d of %d; %d local devices, %d in all (%s).', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].platform)
+  try:
+    _, metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError) as e:
+    sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
+  if FLAGS.config.eval_only and metrics and jax.process_index() == 0:
+    print(f"top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  "
+          f"({int(metrics['eval/num_examples'])} images)")
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,145 @@
+"""The official SMT optimizer recipe in optax: schedule, AdamW, decay mask, clipping, layer decay.
+
+Gradient accumulation is not an optax wrapper here: the train step scans over
+micro-batches (see train_step.py) so that one step is always one optimizer update and
+the schedule, EMA and checkpoints all count updates.
+"""
+import math
+import re
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+# The official code scales all three learning rates by global_batch / 512.
+REFERENCE_BATCH = 512
+
+
+def scaled_lrs(optim: ml_collections.ConfigDict, global_batch: int) -> Tuple[float, float, float]:
+  """(base, warmup, min) learning rates scaled linearly by the global batch."""
+  scale = global_batch / REFERENCE_BATCH
+  return optim.base_lr * scale, optim.warmup_lr * scale, optim.min_lr * scale
+
+
+def lr_schedule(base_lr: float, warmup_lr: float, min_lr: float, warmup_steps: int,
+                total_steps: int) -> optax.Schedule:
+  """timm's CosineLRScheduler as the official code builds it, stepped every iteration.
+
+  Linear warmup from `warmup_lr` to `base_lr` over `warmup_steps`; afterwards
+  min_lr + (base_lr - min_lr) * (1 + cos(pi * t / total_steps)) / 2, where t counts from
+  the start of training (warmup is not a prefix, as in timm with warmup_prefix=False).
+  """
+  total_steps = max(total_steps, 1)
+
+  def schedule(count):
+    t = jnp.asarray(count, jnp.float32)
+    warm = warmup_lr + t * (base_lr - warmup_lr) / max(warmup_steps, 1)
+    cos = min_lr + 0.5 * (base_lr - min_lr) * (1 + jnp.cos(jnp.pi * jnp.minimum(t, total_steps)
+                                                          / total_steps))
+    return jnp.where(t < warmup_steps, warm, cos)
+
+  return schedule
+
+
+def path_str(path) -> str:
+  """'params/block3_5/attn/kv/kernel'-style name of a pytree key path."""
+  parts = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return '/'.join(parts)
+
+
+def decay_mask(params) -> Any:
+  """Weight decay applies to tensors of rank >= 2 only (not norms, biases, layer scale)."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def layer_ids(params) -> Tuple[Dict[str, int], int]:
+  """Maps each parameter path to its depth for layer-wise lr decay; returns (ids, num_layers).
+
+  The stem is layer 0, block j of the whole network is layer j + 1 (stages counted in
+  order), a stage's downsampling shares the id of the stage's first block, its norm the
+  id of its last block, and the classifier head is the top layer.
+  """
+  flat = {path_str(p): None for p, _ in jax.tree_util.tree_leaves_with_path(params)}
+  depths = {}
+  for name in flat:
+    m = re.search(r'block(\d)_(\d+)/', name)
+    if m:
+      stage, j = int(m.group(1)), int(m.group(2))
+      depths[stage] = max(depths.get(stage, 0), j + 1)
+  first = {}
+  total = 0
+  for stage in sorted(depths):
+    first[stage] = total + 1
+    total += depths[stage]
+  num_layers = total + 1
+  ids = {}
+  for name in flat:
+    block = re.search(r'block(\d)_(\d+)/', name)
+    embed = re.search(r'patch_embed(\d)/', name)
+    norm = re.search(r'(?:^|/)norm(\d)/', name)
+    if block:
+      ids[name] = first[int(block.group(1))] + int(block.group(2))
+    elif embed:
+      stage = int(embed.group(1))
+      ids[name] = 0 if stage == 1 else first.get(stage, num_layers)
+    elif norm and int(norm.group(1)) in first:
+      stage = int(norm.group(1))
+      ids[name] = first[stage] + depths[stage] - 1
+    else:
+      ids[name] = num_layers
+  return ids, num_layers
+
+
+def layer_decay_scales(params, decay: float) -> Any:
+  """Per-parameter lr multipliers decay ** (num_layers - layer_id) (BEiT-style)."""
+  ids, num_layers = layer_ids(params)
+  return jax.tree_util.tree_map_with_path(
+      lambda p, _: float(decay ** (num_layers - ids[path_str(p)])), params)
+
+
+def scale_by_tree(scales) -> optax.GradientTransformation:
+  """Multiplies each update by a fixed per-parameter constant."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def create_optimizer(optim: ml_collections.ConfigDict, params, global_batch: int,
+                     steps_per_epoch: int, total_steps: int
+                     ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW with the official schedule, decay mask and clipping; returns (tx, schedule)."""
+  base, warm, low = scaled_lrs(optim, global_batch)
+  warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+  schedule = lr_schedule(base, warm, low, warmup_steps, total_steps)
+  parts = []
+  if optim.clip_grad_norm:
+    parts.append(optax.clip_by_global_norm(optim.clip_grad_norm))
+  parts += [optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
+            optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
+            optax.scale_by_learning_rate(schedule)]
+  if optim.layer_decay:
+    parts.append(scale_by_tree(layer_decay_scales(params, optim.layer_decay)))
+  return optax.chain(*parts), schedule
+
+
+def ema_update(ema, params, decay: float):
+  """ema <- decay * ema + (1 - decay) * params, in the parameters' dtype."""
+  return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def steps_for(config: ml_collections.ConfigDict, num_train_examples: int) -> Tuple[int, int]:
+  """(steps_per_epoch, total_steps); `num_train_steps` > 0 overrides `num_epochs`."""
+  steps_per_epoch = max(num_train_examples // config.batch_size, 1)
+  if config.num_train_steps and config.num_train_steps > 0:
+    return steps_per_epoch, int(config.num_train_steps)
+  return steps_per_epoch, int(math.ceil(config.num_epochs * steps_per_epoch))

@@ -1,0 +1,77 @@
+"""End to end on a tiny image folder: train, evaluate, checkpoints, eval-only, init_from, NaN."""
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from smt_jax import weights
+from smt_jax.train import train_and_evaluate
+from smt_jax.train import validate
+import train_helpers
+
+
+def test_train_writes_metrics_and_checkpoints(trained):
+  config, workdir, state, metrics = trained
+  assert int(state.step) == 40
+  assert metrics['eval/num_examples'] == 16
+  for name in ('eval/top1', 'eval/top5'):
+    assert 0 <= metrics[name] <= 1
+  assert metrics['eval/top5'] >= metrics['eval/top1']
+  losses = train_helpers.scalars(workdir, 'train/loss')
+  assert sorted(losses) == list(range(1, 41))
+  assert all(np.isfinite(list(losses.values())))
+  lrs = train_helpers.scalars(workdir, 'train/lr')
+  assert lrs[1] == pytest.approx(config.optim.warmup_lr * 16 / 512, rel=1e-5)
+  assert max(lrs.values()) <= config.optim.base_lr * 16 / 512 * (1 + 1e-6)
+  for tag in ('train/grad_norm', 'eval/loss', 'eval/top1', 'eval/top5', 'eval/num_examples'):
+    assert train_helpers.scalars(workdir, tag), tag
+  top1 = train_helpers.scalars(workdir, 'eval/top1')
+  assert sorted(top1) == [20, 40]
+  best = max(top1, key=lambda s: (top1[s], s))  # ties: the later step
+  # Saved every 4 steps; kept: the last two and the best evaluated one.
+  assert train_helpers.checkpoint_steps(workdir) == sorted({36, 40, best})
+  # 32 examples per epoch, 16 per step: after 40 steps, epoch 20 starts.
+  assert train_helpers.data_state(workdir, 40)['processes'][0]['epoch'] == 20
+
+
+def test_eval_only_reproduces_final_eval(trained):
+  config, workdir, _, metrics = trained
+  config = train_helpers.tiny_config(config.data_dir, eval_only=True)
+  _, again = train_and_evaluate(config, workdir)
+  assert again == metrics
+
+
+def test_init_from_weights_checkpoint(trained, tmp_path):
+  config, _, state, metrics = trained
+  model = validate.create_model_from_config(config, 4)
+  weights.save(str(tmp_path / 'weights'),
+               {'params': state.params, 'batch_stats': state.batch_stats}, model)
+  config = train_helpers.tiny_config(config.data_dir, eval_only=True,
+                                     init_from=str(tmp_path / 'weights'))
+  _, from_weights = train_and_evaluate(config, str(tmp_path / 'eval'))
+  assert from_weights == metrics
+
+
+def test_nan_loss_stops_at_that_step(image_folder, tmp_path):
+  # An absurd learning rate blows the parameters up after step 1; step 2's loss is NaN.
+  config = train_helpers.tiny_config(image_folder, checkpoint_every_steps=1,
+                                     **{'optim.base_lr': 1e30, 'optim.warmup_epochs': 0.0})
+  with pytest.raises(FloatingPointError, match=r'step 2 is NaN or Inf.*checkpoint \(step 1\)'):
+    train_and_evaluate(config, str(tmp_path))
+  assert train_helpers.checkpoint_steps(str(tmp_path)) == [1]
+  saved = train_helpers.restore_numpy(str(tmp_path), 1)
+  assert saved['step'] == 1 and saved['nonfinite_step'] == 0
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(saved['params']))
+
+
+def test_command_line_eval_only_prints_top1(trained, tmp_path):
+  config, workdir, _, metrics = trained
+  shutil.copytree(os.path.join(workdir, 'checkpoints'), tmp_path / 'run' / 'checkpoints')
+  config_path = train_helpers.write_config_file(config, tmp_path / 'config.py')
+  child = train_helpers.start_main(config_path, str(tmp_path / 'run'), '--config.eval_only=True',
+                                   log_path=str(tmp_path / 'log'))
+  assert child.wait(300) == 0, (tmp_path / 'log').read_text()[-3000:]
+  assert (f"top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  (16 images)"
+          in (tmp_path / 'log').read_text())
