@@ -2,16 +2,22 @@
 
 Stage 3 of SMT attends over every token of the image: a 2048x2048 input gives 16,384
 tokens and a 16,384^2 score matrix per head, which is what runs the official code out of
-memory. Queries are processed in chunks (each chunk still sees every key, so the softmax
-is exact) and each chunk is rematerialized in the backward pass, so neither pass holds
-more than `query_chunk_size x tokens` scores per head.
+memory. When the scores would pass `SCORE_BUDGET_BYTES`, queries are processed in chunks
+(each chunk still sees every key, so the softmax is exact) and each chunk is
+rematerialized in the backward pass, so neither pass holds more than about one chunk of
+scores. On NVIDIA GPUs in half precision, cuDNN's fused attention does the same job in
+one kernel and is used instead.
 """
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-QUERY_CHUNK_SIZE = 1024
+# fp32 scores of one image held at once before queries are chunked: training at 224 or
+# 384 stays on the single-einsum path, a 2048x2048 image takes 256-query chunks in stage 3.
+# Per image, not per batch, so the choice never depends on a (possibly symbolic) batch size.
+SCORE_BUDGET_BYTES = 128 * 2**20
+MIN_QUERY_CHUNK = 128
 
 
 def _attend(q, k, v, dropout_rate: float = 0.0, dropout_rng: Optional[jax.Array] = None):
@@ -25,21 +31,52 @@ def _attend(q, k, v, dropout_rate: float = 0.0, dropout_rng: Optional[jax.Array]
   return jnp.einsum('bhqk,bkhd->bqhd', weights, v)
 
 
+def query_chunk_size(heads: int, tokens: int) -> Optional[int]:
+  """Queries per chunk that keep one image's scores within the budget; None: no chunking."""
+  row_bytes = heads * tokens * 4
+  if row_bytes * tokens <= SCORE_BUDGET_BYTES:
+    return None
+  chunk = MIN_QUERY_CHUNK
+  while chunk * 2 * row_bytes <= SCORE_BUDGET_BYTES and chunk * 2 < tokens:
+    chunk *= 2
+  return chunk
+
+
+def _chunked(q, k, v, chunk: int):
+  n = q.shape[1]
+  num_chunks = -(-n // chunk)
+  pad = num_chunks * chunk - n
+  qc = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
+  qc = qc.reshape(q.shape[0], num_chunks, chunk, *q.shape[2:]).swapaxes(0, 1)
+  out = jax.lax.map(jax.checkpoint(lambda c: _attend(c, k, v)), qc)
+  out = out.swapaxes(0, 1).reshape(q.shape[0], num_chunks * chunk, *q.shape[2:])
+  return out[:, :n]
+
+
+def _use_cudnn(q: jax.Array) -> bool:
+  """cuDNN flash attention: NVIDIA GPUs, fp16/bf16, head_dim a multiple of 8 up to 128."""
+  head_dim = q.shape[-1]
+  return (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16)
+          and head_dim % 8 == 0 and head_dim <= 128)
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *,
                           dropout_rate: float = 0.0, dropout_rng: Optional[jax.Array] = None,
-                          query_chunk_size: int = QUERY_CHUNK_SIZE) -> jax.Array:
+                          query_chunk: Optional[int] = None) -> jax.Array:
   """softmax(q k^T / sqrt(d)) v over (B, N, heads, head_dim) inputs.
 
+  `query_chunk` forces a chunk size; by default `query_chunk_size` picks one, or none.
   Attention dropout (`dropout_rng` given) uses the direct formulation: it is off in
   every official recipe, so it need not be memory-lean.
   """
-  n = q.shape[1]
-  if n <= query_chunk_size or dropout_rng is not None:
+  if dropout_rng is not None and dropout_rate > 0:
     return _attend(q, k, v, dropout_rate, dropout_rng)
-  num_chunks = -(-n // query_chunk_size)
-  pad = num_chunks * query_chunk_size - n
-  qc = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0)))
-  qc = qc.reshape(q.shape[0], num_chunks, query_chunk_size, *q.shape[2:]).swapaxes(0, 1)
-  out = jax.lax.map(jax.checkpoint(lambda chunk: _attend(chunk, k, v)), qc)
-  out = out.swapaxes(0, 1).reshape(q.shape[0], num_chunks * query_chunk_size, *q.shape[2:])
-  return out[:, :n]
+  if _use_cudnn(q):
+    try:
+      return jax.nn.dot_product_attention(q, k, v, implementation='cudnn')
+    except (NotImplementedError, ValueError, RuntimeError):   # no usable cuDNN here
+      pass
+  chunk = query_chunk or query_chunk_size(q.shape[2], q.shape[1])
+  if chunk is None or chunk >= q.shape[1]:
+    return _attend(q, k, v)
+  return _chunked(q, k, v, chunk)

@@ -1,10 +1,11 @@
 """Small layers shared by the SMT modules: initializers, depthwise convolution, drop path."""
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -20,6 +21,53 @@ def dense(features: int, name: str, use_bias: bool = True, dtype: Dtype = jnp.fl
                   param_dtype=param_dtype, name=name)
 
 
+class DenseParams(nn.Module):
+  """Only the parameters of a `dense` layer, for callers that fuse several matmuls."""
+  features: int
+  use_bias: bool = True
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int):
+    kernel = self.param('kernel', dense_init, (in_features, self.features), self.param_dtype)
+    if not self.use_bias:
+      return kernel, jnp.zeros((self.features,), self.param_dtype)
+    return kernel, self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+
+
+def fused_dense(x: jax.Array, params: Sequence[Tuple[jax.Array, jax.Array]],
+                dtype: Dtype) -> Tuple[jax.Array, ...]:
+  """Several Linear layers on the same input as one wider matmul: x is read once."""
+  kernel = jnp.concatenate([k for k, _ in params], axis=1).astype(dtype)
+  bias = jnp.concatenate([b for _, b in params]).astype(dtype)
+  y = x.astype(dtype) @ kernel + bias
+  splits = np.cumsum([k.shape[1] for k, _ in params])[:-1]
+  return tuple(jnp.split(y, splits, axis=-1))
+
+
+class PatchifyConv(nn.Module):
+  """A p x p convolution with stride p ('VALID'), computed as a reshape and one matmul.
+
+  The same function as nn.Conv with the same (p, p, in, out) kernel, but XLA:CPU runs
+  the strided convolution's backward pass an order of magnitude slower than a matmul's.
+  """
+  features: int
+  patch: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    p, (b, h, w, c) = self.patch, x.shape
+    kernel = self.param('kernel', conv_init((p, p), self.features), (p, p, c, self.features),
+                        self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    h, w = h // p, w // p
+    x = x[:, :h * p, :w * p].reshape(b, h, p, w, p, c).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, h, w, p * p * c).astype(self.dtype)
+    return x @ kernel.reshape(p * p * c, self.features).astype(self.dtype) + bias.astype(self.dtype)
+
+
 def conv_init(kernel_size: Sequence[int], out_per_group: int) -> Callable:
   """He-style normal init over the official `fan_out // groups`."""
   fan_out = math.prod(kernel_size) * out_per_group
@@ -27,7 +75,12 @@ def conv_init(kernel_size: Sequence[int], out_per_group: int) -> Callable:
 
 
 def gelu(x):
-  """Exact (erf) GELU, as torch.nn.GELU; Flax defaults to the tanh approximation."""
+  """Exact (erf) GELU, as torch.nn.GELU; Flax defaults to the tanh approximation.
+
+  jax.nn.gelu writes it with erfc. The erf form is cheaper per element, but XLA:CPU then
+  moves the activation into the next matmul's YNNPACK fusion and materializes full-size
+  broadcasts of its constants (3x the inference scratch memory of SMT-T, and slower).
+  """
   return nn.gelu(x, approximate=False)
 
 
@@ -39,23 +92,64 @@ def depthwise_conv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=x.shape[-1])
 
 
-def depthwise_conv_shift(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Stride-1 'same' depthwise conv as k*k shifted multiply-adds.
-
-  XLA fuses this into one loop over the output; on CPU it is an order of magnitude
-  faster than the grouped convolution. Accumulates in float32 whatever the input dtype.
-  """
-  k = kernel.shape[0]
-  h, w = x.shape[1], x.shape[2]
-  p = k // 2
-  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))).astype(jnp.float32)
-  taps = kernel[:, :, 0, :].astype(jnp.float32)
+def _shifted_sum(xp: jax.Array, taps: jax.Array, h: int, w: int) -> jax.Array:
+  """sum over taps (a, b) of xp[:, a:a+h, b:b+w, :] * taps[a, b]: one fused loop in XLA."""
+  k = taps.shape[0]
   out = None
   for a in range(k):
     for b in range(k):
       term = xp[:, a:a + h, b:b + w, :] * taps[a, b]
       out = term if out is None else out + term
-  return out.astype(x.dtype)
+  return out
+
+
+def _pad_hw(x: jax.Array, p: int) -> jax.Array:
+  return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+
+
+@jax.custom_vjp
+def depthwise_conv_shift(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-1 'same' depthwise conv as k*k shifted multiply-adds.
+
+  XLA fuses this into one loop over the output; on CPU it is an order of magnitude
+  faster than the grouped convolution. Accumulates in float32 whatever the input dtype.
+  The backward pass is hand-written (see `_shift_bwd`).
+  """
+  k = kernel.shape[0]
+  xp = _pad_hw(x.astype(jnp.float32), k // 2)
+  taps = kernel[:, :, 0, :].astype(jnp.float32)
+  return _shifted_sum(xp, taps, x.shape[1], x.shape[2]).astype(x.dtype)
+
+
+def _shift_fwd(x, kernel):
+  return depthwise_conv_shift(x, kernel), (x, kernel)
+
+
+def _shift_bwd(residuals, g):
+  """Input gradient: the same conv of g with the kernel flipped, one fused loop.
+
+  Kernel gradient: one reduction per tap. Left to autodiff, each of the k*k reductions
+  streams the whole batch from memory (81 passes for a 9x9 kernel); here they run one
+  image at a time, so the k*k passes over an image hit the cache.
+  """
+  x, kernel = residuals
+  k = kernel.shape[0]
+  h, w = x.shape[1], x.shape[2]
+  g32 = g.astype(jnp.float32)
+  flipped = kernel[::-1, ::-1, 0, :].astype(jnp.float32)
+  dx = _shifted_sum(_pad_hw(g32, k // 2), flipped, h, w).astype(x.dtype)
+
+  def image_taps(args):
+    xp_i, g_i = args
+    windows = jnp.stack([xp_i[a:a + h, b:b + w] for a in range(k) for b in range(k)])
+    return jnp.sum(windows * g_i, axis=(1, 2))
+
+  per_image = jax.lax.map(image_taps, (_pad_hw(x.astype(jnp.float32), k // 2), g32))
+  dkernel = per_image.sum(axis=0).reshape(k, k, 1, -1).astype(kernel.dtype)
+  return dx, dkernel
+
+
+depthwise_conv_shift.defvjp(_shift_fwd, _shift_bwd)
 
 
 DEPTHWISE_IMPLS = {'lax': depthwise_conv_lax, 'shift': depthwise_conv_shift}
@@ -70,11 +164,19 @@ def resolve_depthwise_impl(impl: str) -> Callable:
   return DEPTHWISE_IMPLS[impl]
 
 
+def depthwise_params(module: nn.Module, kernel_size: int, channels: int, dtype: Dtype):
+  """Declares a depthwise conv's kernel (Flax grouped layout (k, k, 1, C)) and bias."""
+  k = kernel_size
+  kernel = module.param('kernel', conv_init((k, k), 1), (k, k, 1, channels), dtype)
+  bias = module.param('bias', nn.initializers.zeros, (channels,), dtype)
+  return kernel, bias
+
+
 class DepthwiseConv(nn.Module):
   """Depthwise k x k convolution, stride 1, symmetric 'same' padding, with bias.
 
-  The kernel has Flax's grouped-conv layout (k, k, 1, C), so either formulation in
-  `DEPTHWISE_IMPLS` reads the same parameters and gives the same numbers.
+  Either formulation in `DEPTHWISE_IMPLS` reads the same parameters and gives the same
+  numbers.
   """
   kernel_size: int
   impl: str = 'auto'
@@ -83,13 +185,55 @@ class DepthwiseConv(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    c = x.shape[-1]
-    k = self.kernel_size
-    kernel = self.param('kernel', conv_init((k, k), 1), (k, k, 1, c), self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (c,), self.param_dtype)
-    x = x.astype(self.dtype)
-    y = resolve_depthwise_impl(self.impl)(x, kernel.astype(self.dtype))
+    kernel, bias = depthwise_params(self, self.kernel_size, x.shape[-1], self.param_dtype)
+    y = resolve_depthwise_impl(self.impl)(x.astype(self.dtype), kernel.astype(self.dtype))
     return y + bias.astype(self.dtype)
+
+
+class DepthwiseParams(nn.Module):
+  """Only the parameters of a DepthwiseConv, for callers that fuse several convs."""
+  kernel_size: int
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, channels: int):
+    return depthwise_params(self, self.kernel_size, channels, self.param_dtype)
+
+
+MULTI_KERNEL_IMPLS = ('split', 'fused')
+
+
+def resolve_multi_kernel_impl(impl: str) -> str:
+  """Maps 'auto' to the MHMC formulation that is fastest on the default backend."""
+  if impl == 'auto':
+    return 'split' if jax.default_backend() == 'cpu' else 'fused'
+  if impl not in MULTI_KERNEL_IMPLS:
+    raise ValueError(f'mhmc_impl must be one of auto, {", ".join(MULTI_KERNEL_IMPLS)}; '
+                     f'got {impl!r}')
+  return impl
+
+
+def multi_kernel_depthwise(x: jax.Array, kernels: Sequence[jax.Array],
+                           biases: Sequence[jax.Array], dw_impl: str = 'auto',
+                           impl: str = 'auto') -> jax.Array:
+  """Depthwise convs with a different kernel per contiguous channel group (MHMC).
+
+  Group i is channels [i*G, (i+1)*G) with the odd-sized kernel `kernels[i]`, shape
+  (k_i, k_i, 1, G). 'split' runs one conv per group and concatenates (fewest FLOPs);
+  'fused' zero-pads every kernel to the largest size and runs a single conv over all
+  channels (one kernel launch, twice the multiply-adds for SMT's 3/5/7/9). Zero taps add
+  exact zeros, so both give the same numbers.
+  """
+  conv = resolve_depthwise_impl(dw_impl)
+  bias = jnp.concatenate(biases)
+  if resolve_multi_kernel_impl(impl) == 'split':
+    xs = jnp.split(x, len(kernels), axis=-1)
+    y = jnp.concatenate([conv(x_i, k_i) for x_i, k_i in zip(xs, kernels)], axis=-1)
+  else:
+    size = max(k.shape[0] for k in kernels)
+    padded = [jnp.pad(k, [((size - k.shape[0]) // 2,) * 2] * 2 + [(0, 0)] * 2) for k in kernels]
+    y = conv(x, jnp.concatenate(padded, axis=-1))
+  return y + bias
 
 
 def drop_path(rate: float, deterministic: bool) -> nn.Module:

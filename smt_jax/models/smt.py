@@ -34,9 +34,8 @@ class Stem(nn.Module):
     x = layers.BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype,
                          name='bn')(x)
     x = nn.relu(x)
-    x = nn.Conv(self.dim, (2, 2), strides=2, padding='VALID',
-                kernel_init=layers.conv_init((2, 2), self.dim), dtype=self.dtype,
-                param_dtype=self.param_dtype, name='conv2')(x)
+    x = layers.PatchifyConv(self.dim, 2, dtype=self.dtype, param_dtype=self.param_dtype,
+                            name='conv2')(x)
     return nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
                         name='norm')(x)
 
@@ -61,23 +60,28 @@ class HeadMixer(nn.Module):
 
   The official code interleaves the heads channel by channel (channel heads*j + i is
   channel j of head i) and applies a 1x1 conv with C/heads groups, so group j mixes
-  channel j of every head. Here the input stays stacked as (..., heads, C/heads) and the
-  grouped kernel, kept in Flax's layout (1, 1, heads, out), is read as
-  (heads, groups, out_per_group): the same function with no runtime transpose.
+  channel j of every head. Here the input stays in head-major order (channel i*G + j)
+  and the interleave is folded into how the grouped kernel, kept in Flax's layout
+  (1, 1, heads, out), is read: as (heads, groups, out_per_group), one multiply-add per
+  head. That is `heads` multiply-adds per output, fused with the BatchNorm and GELU that
+  follow: no runtime transpose, and neither a batched matmul with `heads`-long
+  contractions nor a block-sparse dense matmul (C/heads times the work), both slower.
   """
   features: int
+  heads: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, s):
-    heads, groups = s.shape[-2:]
+    groups = s.shape[-1] // self.heads
     out_per_group = self.features // groups
     kernel = self.param('kernel', layers.conv_init((1, 1), out_per_group),
-                        (1, 1, heads, self.features), self.param_dtype)
+                        (1, 1, self.heads, self.features), self.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-    kernel = kernel.reshape(heads, groups, out_per_group).astype(self.dtype)
-    y = jnp.einsum('...ig,igo->...go', s.astype(self.dtype), kernel)
+    kernel = kernel.reshape(self.heads, groups, out_per_group).astype(self.dtype)
+    s = s.astype(self.dtype).reshape(*s.shape[:-1], self.heads, groups, 1)
+    y = sum(s[..., i, :, :] * kernel[i] for i in range(self.heads))
     return y.reshape(*y.shape[:-2], self.features) + bias.astype(self.dtype)
 
 
@@ -95,6 +99,7 @@ class SAM(nn.Module):
   qkv_bias: bool
   proj_drop: float
   dw_impl: str
+  mhmc_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -102,18 +107,19 @@ class SAM(nn.Module):
   def __call__(self, x, train: bool):
     dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
     heads, c = self.ca_num_heads, self.dim
-    v = dense(c, 'v', use_bias=self.qkv_bias)(x)
-    s = dense(c, 's', use_bias=self.qkv_bias)(x)
+    v, s = layers.fused_dense(x, [
+        layers.DenseParams(c, self.qkv_bias, self.param_dtype, name=name)(c)
+        for name in ('v', 's')], self.dtype)
 
-    # MHMC: head i -> (B, H, W, C/heads), stacked to (B, H, W, heads, C/heads).
-    s_heads = jnp.split(s, heads, axis=-1)
-    s = jnp.stack([
-        layers.DepthwiseConv(3 + 2 * i, impl=self.dw_impl, dtype=self.dtype,
-                             param_dtype=self.param_dtype, name=f'local_conv_{i + 1}')(s_i)
-        for i, s_i in enumerate(s_heads)], axis=-2)
+    # MHMC: head i (channels [i*C/heads, (i+1)*C/heads)) convolved with kernel 3 + 2i.
+    params = [layers.DepthwiseParams(3 + 2 * i, self.param_dtype, name=f'local_conv_{i + 1}')(
+        c // heads) for i in range(heads)]
+    s = layers.multi_kernel_depthwise(
+        s.astype(self.dtype), [k.astype(self.dtype) for k, _ in params],
+        [b.astype(self.dtype) for _, b in params], self.dw_impl, self.mhmc_impl)
 
-    s = HeadMixer(c * self.expand_ratio, dtype=self.dtype, param_dtype=self.param_dtype,
-                  name='proj0')(s)
+    s = HeadMixer(c * self.expand_ratio, heads, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name='proj0')(s)
     s = layers.BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype,
                          name='bn')(s)
     s = layers.gelu(s)
@@ -141,8 +147,10 @@ class MSA(nn.Module):
     dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
     b, h, w, c = x.shape
     heads = self.sa_num_heads
-    q = dense(c, 'q', use_bias=self.qkv_bias)(x)
-    k, v = jnp.split(dense(2 * c, 'kv', use_bias=self.qkv_bias)(x), 2, axis=-1)
+    q, kv = layers.fused_dense(x, [
+        layers.DenseParams(f, self.qkv_bias, self.param_dtype, name=name)(c)
+        for f, name in ((c, 'q'), (2 * c, 'kv'))], self.dtype)
+    k, v = jnp.split(kv, 2, axis=-1)
 
     tokens = lambda t: t.reshape(b, h * w, heads, c // heads)
     dropout_rng = None
@@ -192,6 +200,7 @@ class Block(nn.Module):
   attn_drop: float
   drop_path: float
   dw_impl: str
+  mhmc_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -201,7 +210,7 @@ class Block(nn.Module):
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, name=name, **common)
     if self.mixer == 'sam':
       mixer = SAM(self.dim, self.ca_num_heads, self.expand_ratio, self.qkv_bias, self.drop,
-                  self.dw_impl, name='attn', **common)
+                  self.dw_impl, self.mhmc_impl, name='attn', **common)
     else:
       mixer = MSA(self.dim, self.sa_num_heads, self.qkv_bias, self.attn_drop, self.drop,
                   self.dw_impl, name='attn', **common)
@@ -219,12 +228,35 @@ class Block(nn.Module):
     return x + drop_path(scale(mlp(norm('norm2')(x), train), 'gamma_2'))
 
 
+# What a rematerialized block keeps from its forward pass ('none' turns remat off):
+# 'full' keeps only its input; 'dots' also keeps the outputs of its matmuls without batch
+# dimensions (the Dense layers), so the backward pass recomputes only the cheap
+# elementwise work, convolutions and attention.
+REMAT_POLICIES = {
+    'full': None,
+    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_block(remat: str):
+  """Block, or Block wrapped in `nn.remat` with the policy named `remat`."""
+  if remat == 'none':
+    return Block
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f'remat must be one of none, {", ".join(REMAT_POLICIES)}; got {remat!r}')
+  return nn.remat(Block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+
+
 class SMT(nn.Module):
   """The SMT classifier / backbone. Field names are the official constructor's arguments.
 
   Images are NHWC floats of any size. `num_classes=0` returns pooled features.
-  `dw_impl` picks the depthwise-conv formulation ('auto', 'shift' or 'lax'); every
-  choice reads the same parameters and computes the same function.
+  `dw_impl` picks the depthwise-conv formulation ('auto', 'shift' or 'lax') and
+  `mhmc_impl` how MHMC's four kernels run ('auto', 'split' or 'fused', see
+  `layers.multi_kernel_depthwise`); every choice reads the same parameters and computes
+  the same function. `remat` recomputes each block's activations in the backward pass
+  instead of storing them (see `REMAT_POLICIES`); it changes memory and time, never the
+  numbers or the parameters.
   """
   embed_dims: Sequence[int] = (64, 128, 256, 512)
   ca_num_heads: Sequence[int] = (4, 4, 4, -1)
@@ -242,6 +274,8 @@ class SMT(nn.Module):
   drop_path_rate: float = 0.0
   num_classes: int = 1000
   dw_impl: str = 'auto'
+  mhmc_impl: str = 'auto'
+  remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -258,6 +292,7 @@ class SMT(nn.Module):
     common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     drop_path_rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
     cur = 0
+    block_cls = remat_block(self.remat)
     for i, kinds in enumerate(self.block_kinds()):
       dim = self.embed_dims[i]
       if i == 0:
@@ -265,12 +300,13 @@ class SMT(nn.Module):
       else:
         embed = PatchEmbed(dim, **common)
       blocks = [
-          Block(dim=dim, mixer=kind, ca_num_heads=self.ca_num_heads[i],
-                sa_num_heads=self.sa_num_heads[i], mlp_ratio=self.mlp_ratios[i],
-                qkv_bias=self.qkv_bias, expand_ratio=self.expand_ratio,
-                use_layerscale=self.use_layerscale, layerscale_value=self.layerscale_value,
-                drop=self.drop_rate, attn_drop=self.attn_drop_rate,
-                drop_path=float(drop_path_rates[cur + j]), dw_impl=self.dw_impl, **common)
+          block_cls(dim=dim, mixer=kind, ca_num_heads=self.ca_num_heads[i],
+                    sa_num_heads=self.sa_num_heads[i], mlp_ratio=self.mlp_ratios[i],
+                    qkv_bias=self.qkv_bias, expand_ratio=self.expand_ratio,
+                    use_layerscale=self.use_layerscale,
+                    layerscale_value=self.layerscale_value, drop=self.drop_rate,
+                    attn_drop=self.attn_drop_rate, drop_path=float(drop_path_rates[cur + j]),
+                    dw_impl=self.dw_impl, mhmc_impl=self.mhmc_impl, **common)
           for j, kind in enumerate(kinds)]
       cur += len(kinds)
       # Attribute names become parameter paths: patch_embed1, block1_0, ..., norm1, ...
