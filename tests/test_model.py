@@ -140,9 +140,13 @@ def test_bfloat16_forward_stays_close_to_float32(tiny):
   assert err < 0.05 * np.abs(np.asarray(ref)).max()
 
 
-def test_modulator_is_exposed_as_an_intermediate(tiny):
+def test_modulator_and_attention_maps_are_exposed_as_intermediates(tiny):
   model, variables, images = tiny
   _, state = _apply(model, variables, images, mutable=('intermediates',))
   modulator = state['intermediates']['block1_0']['attn']['modulator'][0]
   assert modulator.shape == (2, 16, 16, 16)
-  assert 'block4_0' not in state['intermediates']  # MSA blocks have no modulator
+  attention = state['intermediates']['block4_0']['attn']
+  assert 'modulator' not in attention  # an MSA block: attention maps instead
+  maps = attention['attention'][0]
+  assert maps.shape == (2, 16, 4, 4)  # (batch, heads, tokens, tokens) on a 2x2 stage-4 map
+  np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=1e-5)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import nbclient
 import nbformat
 import numpy as np
+import pytest
 import torch
 
 from smt_jax import convert
@@ -32,7 +33,9 @@ def _outputs(notebook):
                    for out in cell.get('outputs', []))
 
 
-def test_inference_notebook_classifies_with_a_release_file(tmp_path):
+@pytest.fixture(name='release_file', scope='module')
+def release_file_fixture(tmp_path_factory):
+  """An SMT-T checkpoint laid out like the official release (random weights)."""
   model = create_model('smt_t')
   rng = np.random.default_rng(0)
   abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
@@ -40,9 +43,14 @@ def test_inference_notebook_classifies_with_a_release_file(tmp_path):
                            abstract)
   variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])
   state_dict = convert.flax_to_torch(variables)
+  path = tmp_path_factory.mktemp('release') / 'smt_tiny.pth'
   torch.save({'model': {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}},
-             tmp_path / 'smt_tiny.pth')
-  notebook = run_notebook('inference.ipynb', tmp_path, CHECKPOINT=str(tmp_path / 'smt_tiny.pth'),
+             path)
+  return path
+
+
+def test_inference_notebook_classifies_with_a_release_file(release_file, tmp_path):
+  notebook = run_notebook('inference.ipynb', tmp_path, CHECKPOINT=str(release_file),
                           IMAGE_SIZE=64)
   rows = [line.split('%', 1) for line in _outputs(notebook).splitlines() if '%' in line]
   assert len(rows) == 10  # the top 5 of each of the two photos
@@ -52,3 +60,15 @@ def test_inference_notebook_classifies_with_a_release_file(tmp_path):
   assert all(0 < p <= 1 for p in probabilities)
   for top5 in (probabilities[:5], probabilities[5:]):
     assert top5 == sorted(top5, reverse=True)
+
+
+def test_modulator_notebook_plots_modulators_and_attention(release_file, tmp_path):
+  notebook = run_notebook('modulator.ipynb', tmp_path, CHECKPOINT=str(release_file),
+                          IMAGE_SIZE=96)
+  printed = _outputs(notebook)
+  # Last SAM blocks of stages 1-3 at strides 4, 8, 16; stage 4 (3x3) attention, 16 heads.
+  assert "modulator maps: [(2, 24, 24), (2, 12, 12), (2, 6, 6)]" in printed
+  assert 'stage-4 attention: (2, 16, 9, 9)' in printed
+  figures = [out for cell in notebook.cells for out in cell.get('outputs', [])
+             if 'image/png' in out.get('data', {})]
+  assert len(figures) == 2

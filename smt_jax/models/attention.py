@@ -20,11 +20,16 @@ SCORE_BUDGET_BYTES = 128 * 2**20
 MIN_QUERY_CHUNK = 128
 
 
-def _attend(q, k, v, dropout_rate: float = 0.0, dropout_rng: Optional[jax.Array] = None):
-  """Plain attention on (B, N, heads, head_dim) tensors; softmax in float32."""
+def attention_weights(q: jax.Array, k: jax.Array) -> jax.Array:
+  """softmax(q k^T / sqrt(d)) as (B, heads, N_q, N_k), from (B, N, heads, head_dim) inputs."""
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * jnp.asarray(scale, q.dtype)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+
+
+def _attend(q, k, v, dropout_rate: float = 0.0, dropout_rng: Optional[jax.Array] = None):
+  """Plain attention on (B, N, heads, head_dim) tensors; softmax in float32."""
+  weights = attention_weights(q, k)
   if dropout_rng is not None and dropout_rate > 0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
     weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0).astype(q.dtype)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from smt_jax.models import layers
-from smt_jax.models.attention import dot_product_attention
+from smt_jax.models.attention import attention_weights, dot_product_attention
 
 Dtype = Any
 
@@ -158,6 +158,9 @@ class MSA(nn.Module):
       dropout_rng = self.make_rng('dropout')
     attn = dot_product_attention(tokens(q), tokens(k), tokens(v),
                                  dropout_rate=self.attn_drop, dropout_rng=dropout_rng)
+    if self.is_mutable_collection('intermediates'):
+      # For visualization only: the full (heads x N x N) maps, built only when asked for.
+      self.sow('intermediates', 'attention', attention_weights(tokens(q), tokens(k)))
     attn = attn.reshape(b, h, w, c)
     local = layers.DepthwiseConv(3, impl=self.dw_impl, dtype=self.dtype,
                                  param_dtype=self.param_dtype, name='local_conv')(v)
