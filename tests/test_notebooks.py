@@ -9,22 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from smt_jax import convert
+from smt_jax import convert, weights
 from smt_jax.labels import imagenet_class_names
 from smt_jax.models import create_model
 
-NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / 'notebooks'
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / 'notebooks'
 
 
-def run_notebook(name, workdir, **parameters):
-  """Executes notebooks/NAME with `parameters` set right after its 'parameters' cell."""
+def run_notebook(name, cwd, **parameters):
+  """Executes notebooks/NAME in `cwd` with `parameters` set after its 'parameters' cell."""
   notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
   index = next(i for i, cell in enumerate(notebook.cells)
                if 'parameters' in cell.metadata.get('tags', []))
   injected = '\n'.join(f'{key} = {value!r}' for key, value in parameters.items())
   notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected))
   nbclient.NotebookClient(notebook, timeout=600, kernel_name='python3',
-                          resources={'metadata': {'path': str(workdir)}}).execute()
+                          resources={'metadata': {'path': str(cwd)}}).execute()
   return notebook
 
 
@@ -72,3 +73,24 @@ def test_modulator_notebook_plots_modulators_and_attention(release_file, tmp_pat
   figures = [out for cell in notebook.cells for out in cell.get('outputs', [])
              if 'image/png' in out.get('data', {})]
   assert len(figures) == 2
+
+
+def test_finetune_notebook_trains_from_weights_and_plots_curves(tmp_path):
+  tiny = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1))
+  model = create_model('smt_t', **tiny)  # 1000 classes: the head is re-initialized for 10
+  rng = np.random.default_rng(0)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.tree.map(lambda a: (0.02 * rng.normal(size=a.shape)).astype(a.dtype),
+                           abstract)
+  variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])
+  weights.save(str(tmp_path / 'weights'), variables, model)
+  notebook = run_notebook('finetune.ipynb', REPO, INIT_FROM=str(tmp_path / 'weights'),
+                          WORKDIR=str(tmp_path / 'run'), MODEL_OVERRIDES=tiny,
+                          IMAGE_SIZE=32, BATCH_SIZE=32, NUM_STEPS=8)
+  printed = _outputs(notebook)
+  assert 'top-1 ' in printed
+  assert "'eval/top1': 4" in printed and "'train/loss': " in printed
+  assert (tmp_path / 'run' / 'checkpoints').is_dir()
+  figures = [out for cell in notebook.cells for out in cell.get('outputs', [])
+             if 'image/png' in out.get('data', {})]
+  assert len(figures) == 1
