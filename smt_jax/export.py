@@ -18,23 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from smt_jax import weights
+from smt_jax.data import device_augment
 from smt_jax.models import SMT
-
-# ImageNet statistics in 0-255 pixel units, as the official (timm) transforms use.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 FLAGS = flags.FLAGS
 
 
 def serving_fn(model: SMT):
   """(variables, uint8 NHWC images) -> float32 logits, normalization included."""
-  mean = jnp.asarray(IMAGENET_MEAN, jnp.float32)
-  std = jnp.asarray(IMAGENET_STD, jnp.float32)
-
   def serve(variables, images):
-    x = (images.astype(jnp.float32) - mean) / std
-    return model.apply(variables, x).astype(jnp.float32)
+    return model.apply(variables, device_augment.normalize(images)).astype(jnp.float32)
   return serve
 
 
