@@ -149,7 +149,8 @@ def main(argv):
   from absl import flags   # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   retained = f.retain_host_memory and jax.default_backend() == 'cpu' and retain_host_memory()
-  overrides = {'dw_impl': f.dw_impl, 'mhmc_impl': f.mhmc_impl, 'remat': f.remat}
+  overrides = {'dw_impl': f.dw_impl, 'mhmc_impl': f.mhmc_impl, 'saa_impl': f.saa_impl,
+               'remat': f.remat}
   result = run(f.model, f.batch, f.mode, f.image_size, f.dtype, f.steps, f.warmup,
                **overrides)
   print(json.dumps({**result, 'retain_host_memory': retained}), flush=True)
@@ -168,6 +169,7 @@ def _define_flags():
   flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
   flags.DEFINE_string('dw_impl', 'auto', 'Depthwise-conv formulation (SMT.dw_impl).')
   flags.DEFINE_string('mhmc_impl', 'auto', 'MHMC formulation (SMT.mhmc_impl).')
+  flags.DEFINE_string('saa_impl', 'auto', 'SAA head-mixing formulation (SMT.saa_impl).')
   flags.DEFINE_string('remat', 'none', 'Per-block rematerialization (SMT.remat).')
   flags.DEFINE_bool('retain_host_memory', True,
                     'On CPU, keep freed host memory mapped (see retain_host_memory).')

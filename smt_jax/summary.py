@@ -29,7 +29,12 @@ def count_params(params: Dict[str, Any]) -> int:
 
 
 def xla_flops(model: SMT, image_size: int, batch: int = 1) -> float:
-  """FLOPs of one inference forward pass, from XLA's cost analysis of the compiled program."""
+  """FLOPs of one inference forward pass, from XLA's cost analysis of the compiled program.
+
+  Compiled with SAA's fewest-FLOPs formulation, so the figure describes the model, not
+  the dense matmul that some backends prefer (see HeadMixer).
+  """
+  model = model.clone(saa_impl='grouped')
   images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), model.dtype)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
   compiled = jax.jit(model.apply).lower(variables, images).compile()
@@ -69,10 +74,10 @@ def count_macs(model: SMT, image_size: int, batch: int = 1) -> int:
   """Multiply-accumulates of matmuls and convolutions in one inference forward pass.
 
   Traced with one 'lax' convolution per MHMC head, so depthwise convs appear as the
-  official code's convolutions. SAA's grouped 1x1 conv runs as `heads` multiply-adds per
-  output (see HeadMixer), not a matmul, and is not counted: 0.3% of SMT-T's MACs.
+  official code's convolutions, and SAA's grouped 1x1 conv as `heads` multiply-adds per
+  output (see HeadMixer), not a matmul, so it is not counted: 0.3% of SMT-T's MACs.
   """
-  model = model.clone(dw_impl='lax', mhmc_impl='split')
+  model = model.clone(dw_impl='lax', mhmc_impl='split', saa_impl='grouped')
   images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3), model.dtype)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
   return _jaxpr_macs(jax.make_jaxpr(model.apply)(variables, images).jaxpr)

@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 from smt_jax.models import SMT
 
 # Fields that describe how to run the model, not what it is; not stored.
-_RUNTIME_FIELDS = ('parent', 'name', 'dtype', 'param_dtype', 'dw_impl', 'mhmc_impl', 'remat')
+_RUNTIME_FIELDS = ('parent', 'name', 'dtype', 'param_dtype', 'dw_impl', 'mhmc_impl', 'saa_impl',
+                   'remat')
 
 
 def model_config(model: SMT) -> Dict[str, Any]:

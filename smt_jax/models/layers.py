@@ -128,9 +128,10 @@ def _shift_fwd(x, kernel):
 def _shift_bwd(residuals, g):
   """Input gradient: the same conv of g with the kernel flipped, one fused loop.
 
-  Kernel gradient: one reduction per tap. Left to autodiff, each of the k*k reductions
-  streams the whole batch from memory (81 passes for a 9x9 kernel); here they run one
-  image at a time, so the k*k passes over an image hit the cache.
+  Kernel gradient: one multiply-reduce per tap. Over the whole batch, XLA:CPU would
+  materialize every tap's shifted copy of x at once (k*k copies of the activation);
+  one image at a time, the copies are small and the k*k passes over an image hit the
+  cache.
   """
   x, kernel = residuals
   k = kernel.shape[0]
@@ -141,8 +142,8 @@ def _shift_bwd(residuals, g):
 
   def image_taps(args):
     xp_i, g_i = args
-    windows = jnp.stack([xp_i[a:a + h, b:b + w] for a in range(k) for b in range(k)])
-    return jnp.sum(windows * g_i, axis=(1, 2))
+    return jnp.stack([jnp.sum(xp_i[a:a + h, b:b + w] * g_i, axis=(0, 1))
+                      for a in range(k) for b in range(k)])
 
   per_image = jax.lax.map(image_taps, (_pad_hw(x.astype(jnp.float32), k // 2), g32))
   dkernel = per_image.sum(axis=0).reshape(k, k, 1, -1).astype(kernel.dtype)
@@ -198,6 +199,18 @@ class DepthwiseParams(nn.Module):
   @nn.compact
   def __call__(self, channels: int):
     return depthwise_params(self, self.kernel_size, channels, self.param_dtype)
+
+
+SAA_MIX_IMPLS = ('dense', 'grouped')
+
+
+def resolve_saa_mix_impl(impl: str) -> str:
+  """Maps 'auto' to the SAA head-mixing formulation that is fastest on the default backend."""
+  if impl == 'auto':
+    return 'dense' if jax.default_backend() == 'cpu' else 'grouped'
+  if impl not in SAA_MIX_IMPLS:
+    raise ValueError(f'saa_impl must be one of auto, {", ".join(SAA_MIX_IMPLS)}; got {impl!r}')
+  return impl
 
 
 MULTI_KERNEL_IMPLS = ('split', 'fused')

@@ -62,13 +62,17 @@ class HeadMixer(nn.Module):
   channel j of head i) and applies a 1x1 conv with C/heads groups, so group j mixes
   channel j of every head. Here the input stays in head-major order (channel i*G + j)
   and the interleave is folded into how the grouped kernel, kept in Flax's layout
-  (1, 1, heads, out), is read: as (heads, groups, out_per_group), one multiply-add per
-  head. That is `heads` multiply-adds per output, fused with the BatchNorm and GELU that
-  follow: no runtime transpose, and neither a batched matmul with `heads`-long
-  contractions nor a block-sparse dense matmul (C/heads times the work), both slower.
+  (1, 1, heads, out), is read as (heads, groups, out_per_group). No runtime transpose:
+
+  'grouped': `heads` multiply-adds per output, fused with what follows (fewest FLOPs);
+  'dense': one matmul with the block-sparse (C, out) weight that the grouped kernel
+  spells out. C/heads times the multiply-adds, but the matmul engine is so much faster
+  than a broadcast multiply-add, and above all than the reductions that give the
+  grouped kernel's gradient, that on CPU it is the faster of the two.
   """
   features: int
   heads: int
+  impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -80,7 +84,13 @@ class HeadMixer(nn.Module):
                         (1, 1, self.heads, self.features), self.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
     kernel = kernel.reshape(self.heads, groups, out_per_group).astype(self.dtype)
-    s = s.astype(self.dtype).reshape(*s.shape[:-1], self.heads, groups, 1)
+    s = s.astype(self.dtype)
+    if layers.resolve_saa_mix_impl(self.impl) == 'dense':
+      # dense[i*G + j, j'*out_per_group + o] = kernel[i, j, o] if j == j' else 0.
+      block_diagonal = jnp.eye(groups, dtype=self.dtype)[None, :, :, None]
+      dense = (kernel[:, :, None, :] * block_diagonal).reshape(s.shape[-1], self.features)
+      return s @ dense + bias.astype(self.dtype)
+    s = s.reshape(*s.shape[:-1], self.heads, groups, 1)
     y = sum(s[..., i, :, :] * kernel[i] for i in range(self.heads))
     return y.reshape(*y.shape[:-2], self.features) + bias.astype(self.dtype)
 
@@ -100,6 +110,7 @@ class SAM(nn.Module):
   proj_drop: float
   dw_impl: str
   mhmc_impl: str = 'auto'
+  saa_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -118,13 +129,13 @@ class SAM(nn.Module):
         s.astype(self.dtype), [k.astype(self.dtype) for k, _ in params],
         [b.astype(self.dtype) for _, b in params], self.dw_impl, self.mhmc_impl)
 
-    s = HeadMixer(c * self.expand_ratio, heads, dtype=self.dtype,
+    s = HeadMixer(c * self.expand_ratio, heads, self.saa_impl, dtype=self.dtype,
                   param_dtype=self.param_dtype, name='proj0')(s)
     s = layers.BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype,
                          name='bn')(s)
     s = layers.gelu(s)
-    modulator = nn.Conv(c, (1, 1), kernel_init=layers.conv_init((1, 1), c), dtype=self.dtype,
-                        param_dtype=self.param_dtype, name='proj1')(s)
+    modulator = layers.PatchifyConv(c, 1, dtype=self.dtype, param_dtype=self.param_dtype,
+                                    name='proj1')(s)
     self.sow('intermediates', 'modulator', modulator)
 
     x = dense(c, 'proj')(modulator * v)
@@ -204,6 +215,7 @@ class Block(nn.Module):
   drop_path: float
   dw_impl: str
   mhmc_impl: str = 'auto'
+  saa_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -213,7 +225,7 @@ class Block(nn.Module):
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, name=name, **common)
     if self.mixer == 'sam':
       mixer = SAM(self.dim, self.ca_num_heads, self.expand_ratio, self.qkv_bias, self.drop,
-                  self.dw_impl, self.mhmc_impl, name='attn', **common)
+                  self.dw_impl, self.mhmc_impl, self.saa_impl, name='attn', **common)
     else:
       mixer = MSA(self.dim, self.sa_num_heads, self.qkv_bias, self.attn_drop, self.drop,
                   self.dw_impl, name='attn', **common)
@@ -256,7 +268,8 @@ class SMT(nn.Module):
   Images are NHWC floats of any size. `num_classes=0` returns pooled features.
   `dw_impl` picks the depthwise-conv formulation ('auto', 'shift' or 'lax') and
   `mhmc_impl` how MHMC's four kernels run ('auto', 'split' or 'fused', see
-  `layers.multi_kernel_depthwise`); every choice reads the same parameters and computes
+  `layers.multi_kernel_depthwise`), `saa_impl` how SAA mixes the heads ('auto', 'dense'
+  or 'grouped', see `HeadMixer`); every choice reads the same parameters and computes
   the same function. `remat` recomputes each block's activations in the backward pass
   instead of storing them (see `REMAT_POLICIES`); it changes memory and time, never the
   numbers or the parameters.
@@ -278,6 +291,7 @@ class SMT(nn.Module):
   num_classes: int = 1000
   dw_impl: str = 'auto'
   mhmc_impl: str = 'auto'
+  saa_impl: str = 'auto'
   remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -309,7 +323,8 @@ class SMT(nn.Module):
                     use_layerscale=self.use_layerscale,
                     layerscale_value=self.layerscale_value, drop=self.drop_rate,
                     attn_drop=self.attn_drop_rate, drop_path=float(drop_path_rates[cur + j]),
-                    dw_impl=self.dw_impl, mhmc_impl=self.mhmc_impl, **common)
+                    dw_impl=self.dw_impl, mhmc_impl=self.mhmc_impl,
+                    saa_impl=self.saa_impl, **common)
           for j, kind in enumerate(kinds)]
       cur += len(kinds)
       # Attribute names become parameter paths: patch_embed1, block1_0, ..., norm1, ...

@@ -84,11 +84,12 @@ def test_multi_kernel_depthwise_formulations_agree(dw_impl, mhmc_impl):
                    value_and_grads(reference, x, *kernels))
 
 
-def test_head_mixer_equals_official_interleave_and_grouped_conv():
+@pytest.mark.parametrize('impl', ['dense', 'grouped'])
+def test_head_mixer_equals_official_interleave_and_grouped_conv(impl):
   """proj0 on head-major channels == interleave heads, then a grouped 1x1 conv."""
   heads, groups, features = 4, 8, 64
   s = jax.random.normal(jax.random.key(0), (2, 5, 6, heads * groups))
-  mixer = HeadMixer(features, heads)
+  mixer = HeadMixer(features, heads, impl)
   variables = mixer.init(jax.random.key(1), s)
   variables = jax.tree.map(lambda v: jax.random.normal(jax.random.key(2), v.shape), variables)
 
@@ -140,14 +141,15 @@ def tiny_fixture():
   variables = jax.tree.map(
       lambda v: v if v.dtype != jnp.float32 else v + 0.1 * jax.random.normal(
           jax.random.key(v.size), v.shape), variables)
-  reference = _model_outputs_and_grads(model.clone(dw_impl='lax', mhmc_impl='split'),
-                                       variables, images, labels)
+  reference = _model_outputs_and_grads(
+      model.clone(dw_impl='lax', mhmc_impl='split', saa_impl='grouped'), variables, images,
+      labels)
   return model, variables, images, labels, reference
 
 
 @pytest.mark.parametrize('fields', [   # shift/fused is covered op-level (and compiles slowly)
-    dict(dw_impl='shift', mhmc_impl='split'),
-    dict(dw_impl='lax', mhmc_impl='fused'),
+    dict(dw_impl='shift', mhmc_impl='split', saa_impl='dense'),
+    dict(dw_impl='lax', mhmc_impl='fused', saa_impl='grouped'),
     dict(dw_impl='lax', remat='full'),
     dict(dw_impl='lax', remat='dots'),
 ])
@@ -160,7 +162,8 @@ def test_model_formulations_and_remat_give_identical_training_step(tiny, fields)
 def test_remat_and_formulations_keep_the_parameter_tree(tiny):
   model, variables, images, _, _ = tiny
   shapes = lambda v: jax.tree.map(lambda a: (a.shape, a.dtype), v)
-  for fields in (dict(remat='full'), dict(remat='dots'), dict(mhmc_impl='fused')):
+  for fields in (dict(remat='full'), dict(remat='dots'), dict(mhmc_impl='fused'),
+                 dict(saa_impl='grouped'), dict(saa_impl='dense')):
     other = jax.eval_shape(model.clone(**fields).init, jax.random.key(1), images)
     assert shapes(other) == shapes(variables)
   assert 'block3_1' in variables['params'] and 'local_conv_4' in (
@@ -169,7 +172,8 @@ def test_remat_and_formulations_keep_the_parameter_tree(tiny):
 
 def test_unknown_formulation_names_are_rejected():
   x = jnp.ones((1, 32, 32, 3))
-  for fields in (dict(remat='sometimes'), dict(dw_impl='fft'), dict(mhmc_impl='one')):
+  for fields in (dict(remat='sometimes'), dict(dw_impl='fft'), dict(mhmc_impl='one'),
+                 dict(saa_impl='sparse')):
     with pytest.raises(ValueError, match=next(iter(fields))):
       create_model('smt_t', **TINY, **fields).init(jax.random.key(0), x)
 
