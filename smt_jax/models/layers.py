@@ -125,29 +125,60 @@ def _shift_fwd(x, kernel):
   return depthwise_conv_shift(x, kernel), (x, kernel)
 
 
+# Kernel gradients of depthwise convs this narrow go through XLA's convolution, which
+# XLA:CPU runs as a dense (C x C) convolution on its matmul engine and then keeps the
+# diagonal: C times the multiply-adds, but one kernel. Wider convs reduce tap by tap.
+LAX_KERNEL_GRAD_MAX_CHANNELS = 64
+# Images reduced together per tap in the tap-by-tap kernel gradient: small enough that
+# the k*k passes over them stay in cache, large enough that per-pass overhead is small.
+KERNEL_GRAD_CHUNK_BYTES = 8 * 2**20
+
+
+def _images_per_chunk(x: jax.Array) -> int:
+  """The largest divisor of the batch whose images fit in KERNEL_GRAD_CHUNK_BYTES (>= 1)."""
+  image_bytes = 4 * math.prod(x.shape[1:])
+  n = x.shape[0]
+  return max(d for d in range(1, n + 1)
+             if n % d == 0 and (d == 1 or d * image_bytes <= KERNEL_GRAD_CHUNK_BYTES))
+
+
+def _kernel_grad_by_taps(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+  """sum over images and pixels of x shifted by each tap times g, as (k, k, 1, C).
+
+  One multiply-reduce per tap and chunk of images (see KERNEL_GRAD_CHUNK_BYTES): over the
+  whole batch XLA:CPU would materialize every tap's shifted copy of x at once.
+  """
+  n, h, w = x.shape[:3]
+  chunk = _images_per_chunk(x)
+  xp = _pad_hw(x, k // 2)
+
+  def chunk_taps(args):
+    xp_c, g_c = args
+    return jnp.stack([jnp.sum(xp_c[:, a:a + h, b:b + w] * g_c, axis=(0, 1, 2))
+                      for a in range(k) for b in range(k)])
+
+  per_chunk = jax.lax.map(chunk_taps, (xp.reshape(n // chunk, chunk, *xp.shape[1:]),
+                                       g.reshape(n // chunk, chunk, *g.shape[1:])))
+  return per_chunk.sum(axis=0).reshape(k, k, 1, -1)
+
+
 def _shift_bwd(residuals, g):
   """Input gradient: the same conv of g with the kernel flipped, one fused loop.
 
-  Kernel gradient: one multiply-reduce per tap. Over the whole batch, XLA:CPU would
-  materialize every tap's shifted copy of x at once (k*k copies of the activation);
-  one image at a time, the copies are small and the k*k passes over an image hit the
-  cache.
+  Kernel gradient: per channel width, the faster of XLA's convolution and a tap-by-tap
+  reduction (see LAX_KERNEL_GRAD_MAX_CHANNELS).
   """
   x, kernel = residuals
   k = kernel.shape[0]
-  h, w = x.shape[1], x.shape[2]
-  g32 = g.astype(jnp.float32)
+  x32, g32 = x.astype(jnp.float32), g.astype(jnp.float32)
   flipped = kernel[::-1, ::-1, 0, :].astype(jnp.float32)
-  dx = _shifted_sum(_pad_hw(g32, k // 2), flipped, h, w).astype(x.dtype)
-
-  def image_taps(args):
-    xp_i, g_i = args
-    return jnp.stack([jnp.sum(xp_i[a:a + h, b:b + w] * g_i, axis=(0, 1))
-                      for a in range(k) for b in range(k)])
-
-  per_image = jax.lax.map(image_taps, (_pad_hw(x.astype(jnp.float32), k // 2), g32))
-  dkernel = per_image.sum(axis=0).reshape(k, k, 1, -1).astype(kernel.dtype)
-  return dx, dkernel
+  dx = _shifted_sum(_pad_hw(g32, k // 2), flipped, x.shape[1], x.shape[2]).astype(x.dtype)
+  if x.shape[-1] <= LAX_KERNEL_GRAD_MAX_CHANNELS:
+    _, conv_vjp = jax.vjp(lambda kk: depthwise_conv_lax(x32, kk), kernel.astype(jnp.float32))
+    dkernel, = conv_vjp(g32)
+  else:
+    dkernel = _kernel_grad_by_taps(x32, g32, k)
+  return dx, dkernel.astype(kernel.dtype)
 
 
 depthwise_conv_shift.defvjp(_shift_fwd, _shift_bwd)

@@ -46,8 +46,14 @@ def value_and_grads(fn, *args):
 
 
 @pytest.mark.parametrize('k', [3, 5, 7, 9])
-def test_depthwise_shift_equals_lax_forward_and_backward(k):
-  x = jax.random.normal(jax.random.key(0), (2, 9, 13, 8))
+@pytest.mark.parametrize('kernel_grad', ['conv', 'taps', 'taps in chunks'])
+def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeypatch):
+  x = jax.random.normal(jax.random.key(0), (4, 9, 13, 8))
+  if kernel_grad != 'conv':
+    monkeypatch.setattr(layers, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
+  if kernel_grad == 'taps in chunks':   # two images per chunk, two chunks
+    monkeypatch.setattr(layers, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
+    assert layers._images_per_chunk(x) == 2
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 8))
   reference = value_and_grads(layers.depthwise_conv_lax, x, kernel)
   assert_all_close(value_and_grads(layers.depthwise_conv_shift, x, kernel), reference)
