@@ -6,10 +6,10 @@
 
 Compiles one step, runs `--warmup` untimed steps, then times `--steps` steps (each waited
 for before the next starts) and prints one JSON line: images/s, ms per step, achieved
-TFLOP/s (FLOPs from XLA's cost analysis of the compiled step), peak memory (host RSS on CPU, device memory on accelerators) and
-the device. `mode=train` times forward, backward and the AdamW update in one jitted step
-whose state is donated, as a training loop runs it. Random inputs: speed does not depend
-on the pixel values.
+TFLOP/s (FLOPs from XLA's cost analysis of the compiled step), peak memory (host RSS on
+CPU, device memory on accelerators) and the device. `mode=train` times forward, backward
+and the AdamW update in one jitted step whose state is donated, as a training loop runs
+it. Random inputs: speed does not depend on the pixel values.
 """
 import ctypes
 import json
