@@ -90,7 +90,7 @@ def _matmul_bwd(residuals, g):
   x, w = residuals
   g = jax.lax.optimization_barrier(g)
   dw = jnp.einsum('...i,...o->io', x, g, preferred_element_type=w.dtype)
-  return g @ w.T.astype(g.dtype), dw.astype(w.dtype)
+  return g @ w.T.astype(g.dtype), dw
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
@@ -215,13 +215,20 @@ depthwise_conv_shift.defvjp(_shift_fwd, _shift_bwd)
 DEPTHWISE_IMPLS = {'lax': depthwise_conv_lax, 'shift': depthwise_conv_shift}
 
 
-def resolve_depthwise_impl(impl: str) -> Callable:
-  """Maps 'auto' to the fastest formulation for the default backend."""
+def resolve_impl(field: str, impl: str, choices: Sequence[str], on_cpu: str,
+                 elsewhere: str) -> str:
+  """The formulation named by the model field `field`; 'auto' picks the measured fastest
+  for the default backend (`on_cpu` on CPU, `elsewhere` otherwise)."""
   if impl == 'auto':
-    impl = 'shift' if jax.default_backend() == 'cpu' else 'lax'
-  if impl not in DEPTHWISE_IMPLS:
-    raise ValueError(f'dw_impl must be one of auto, {", ".join(DEPTHWISE_IMPLS)}; got {impl!r}')
-  return DEPTHWISE_IMPLS[impl]
+    return on_cpu if jax.default_backend() == 'cpu' else elsewhere
+  if impl not in choices:
+    raise ValueError(f'{field} must be one of auto, {", ".join(choices)}; got {impl!r}')
+  return impl
+
+
+def resolve_depthwise_impl(impl: str) -> Callable:
+  """The depthwise-conv function that `dw_impl` names."""
+  return DEPTHWISE_IMPLS[resolve_impl('dw_impl', impl, tuple(DEPTHWISE_IMPLS), 'shift', 'lax')]
 
 
 def depthwise_params(module: nn.Module, kernel_size: int, channels: int, dtype: Dtype):
@@ -264,25 +271,16 @@ SAA_MIX_IMPLS = ('dense', 'grouped')
 
 
 def resolve_saa_mix_impl(impl: str) -> str:
-  """Maps 'auto' to the SAA head-mixing formulation that is fastest on the default backend."""
-  if impl == 'auto':
-    return 'dense' if jax.default_backend() == 'cpu' else 'grouped'
-  if impl not in SAA_MIX_IMPLS:
-    raise ValueError(f'saa_impl must be one of auto, {", ".join(SAA_MIX_IMPLS)}; got {impl!r}')
-  return impl
+  """The SAA head-mixing formulation that `saa_impl` names."""
+  return resolve_impl('saa_impl', impl, SAA_MIX_IMPLS, 'dense', 'grouped')
 
 
 MULTI_KERNEL_IMPLS = ('split', 'fused')
 
 
 def resolve_multi_kernel_impl(impl: str) -> str:
-  """Maps 'auto' to the MHMC formulation that is fastest on the default backend."""
-  if impl == 'auto':
-    return 'split' if jax.default_backend() == 'cpu' else 'fused'
-  if impl not in MULTI_KERNEL_IMPLS:
-    raise ValueError(f'mhmc_impl must be one of auto, {", ".join(MULTI_KERNEL_IMPLS)}; '
-                     f'got {impl!r}')
-  return impl
+  """The MHMC formulation that `mhmc_impl` names."""
+  return resolve_impl('mhmc_impl', impl, MULTI_KERNEL_IMPLS, 'split', 'fused')
 
 
 def multi_kernel_depthwise(x: jax.Array, kernels: Sequence[jax.Array],
