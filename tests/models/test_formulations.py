@@ -46,10 +46,12 @@ def value_and_grads(fn, *args):
 
 
 @pytest.mark.parametrize('k', [3, 5, 7, 9])
-@pytest.mark.parametrize('kernel_grad', ['conv', 'taps', 'taps in chunks'])
+@pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'taps', 'taps in chunks'])
 def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeypatch):
   x = jax.random.normal(jax.random.key(0), (4, 9, 13, 8))
-  if kernel_grad != 'conv':
+  if kernel_grad == 'conv in groups':   # groups of 3, 3 and 2 channels
+    monkeypatch.setattr(layers, 'KERNEL_GRAD_CONV_GROUP', 3)
+  elif kernel_grad != 'conv':
     monkeypatch.setattr(layers, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
   if kernel_grad == 'taps in chunks':   # two images per chunk, two chunks
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
