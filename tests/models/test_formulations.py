@@ -186,6 +186,32 @@ def test_unknown_formulation_names_are_rejected():
       create_model('smt_t', **TINY, **fields).init(jax.random.key(0), x)
 
 
+def _reference_attention(q, k, v):
+  """softmax(q k^T / sqrt(d)) v written out in NumPy, token-major as the model passes it."""
+  q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+  logits = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
+  weights = np.exp(logits - logits.max(-1, keepdims=True))
+  weights /= weights.sum(-1, keepdims=True)
+  return np.einsum('bhqk,bkhd->bqhd', weights, v), weights
+
+
+def test_attention_equals_softmax_of_scaled_scores():
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, 10, 3, 8)) for i in range(3))
+  out, weights = _reference_attention(q, k, v)
+  assert_close(jax.jit(attention.dot_product_attention)(q, k, v), out)
+  assert_close(jax.jit(attention.attention_weights)(q, k), weights)
+
+
+def test_unusable_cudnn_attention_warns_and_falls_back(monkeypatch, caplog):
+  # On CPU jax's cuDNN attention raises RuntimeError: the failure the fallback is for.
+  monkeypatch.setattr(attention, '_use_cudnn', lambda q: True)
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, 10, 3, 8)) for i in range(3))
+  with caplog.at_level('WARNING'):
+    out = attention.dot_product_attention(q, k, v)
+  assert 'cuDNN attention is unavailable' in caplog.text
+  assert_close(out, _reference_attention(q, k, v)[0])
+
+
 @pytest.mark.parametrize('tokens,chunk', [(64, 16), (70, 16), (70, 128), (37, 5)])
 def test_chunked_attention_equals_plain_attention(tokens, chunk):
   q, k, v = (jax.random.normal(jax.random.key(i), (2, tokens, 3, 8)) for i in range(3))
