@@ -50,11 +50,13 @@ def retain_host_memory() -> bool:
   XLA:CPU allocates each step's scratch buffers anew; glibc serves big ones with fresh
   mmaps and unmaps them on free, so every step page-faults and zeroes all of its scratch
   memory again (about 40% of an SMT-T inference step on 2 cores was kernel time). With
-  mmap off, no trimming and a single arena, the pages stay mapped and are reused; peak
-  RSS grows by the fragmentation. Must run before JAX starts its thread pools: threads
-  created earlier keep arenas of their own, and with mmap off those serve large blocks
-  badly (an SMT-T training step ran at 3.9 instead of 6.8 images/s). Returns False where
-  glibc is not the allocator.
+  mmap off, no trimming and a single arena, the pages stay mapped and are reused. The
+  price is peak RSS: in some SMT-T training runs the heap grew by one or two extra
+  scratch-sized blocks (17 GB, or past a 24 GB machine, instead of 9.4 GB).
+
+  Must run before JAX starts its thread pools: threads created earlier keep arenas of
+  their own, and with mmap off those serve large blocks badly (an SMT-T training step ran
+  at 3.9 instead of 6.8 images/s). Returns False where glibc is not the allocator.
   """
   if not sys.platform.startswith('linux'):
     return False
@@ -181,7 +183,8 @@ def _define_flags():
   flags.DEFINE_string('saa_impl', 'auto', 'SAA head-mixing formulation (SMT.saa_impl).')
   flags.DEFINE_string('remat', 'none', 'Per-block rematerialization (SMT.remat).')
   flags.DEFINE_bool('retain_host_memory', True,
-                    'Keep freed host memory mapped (see retain_host_memory); matters on CPU.')
+                    'Keep freed host memory mapped (see retain_host_memory); matters on CPU. '
+                    'Faster, but peak RSS can grow by whole scratch blocks in train mode.')
 
 
 if __name__ == '__main__':
