@@ -159,7 +159,6 @@ def main(argv):
   from absl import flags   # pylint: disable=import-outside-toplevel
   f = flags.FLAGS
   retained = f.retain_host_memory and retain_host_memory()   # before the backend starts
-  retained = retained and jax.default_backend() == 'cpu'
   overrides = {'dw_impl': f.dw_impl, 'mhmc_impl': f.mhmc_impl, 'saa_impl': f.saa_impl,
                'remat': f.remat}
   result = run(f.model, f.batch, f.mode, f.image_size, f.dtype, f.steps, f.warmup,
