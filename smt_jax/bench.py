@@ -47,12 +47,17 @@ def peak_memory_gb(device: jax.Device) -> float:
 def retain_host_memory() -> bool:
   """Makes glibc keep freed memory instead of returning it to the OS (CPU backend).
 
-  XLA:CPU allocates each step's scratch buffers anew; glibc serves big ones with fresh
-  mmaps and unmaps them on free, so every step page-faults and zeroes all of its scratch
-  memory again (about 40% of an SMT-T inference step on 2 cores was kernel time). With
-  mmap off, no trimming and a single arena, the pages stay mapped and are reused. The
-  price is peak RSS: in some SMT-T training runs the heap grew by one or two extra
-  scratch-sized blocks (17 GB, or past a 24 GB machine, instead of 9.4 GB).
+  XLA:CPU allocates each step's scratch memory anew as one block (7.8 GB for an SMT-T
+  training step at batch 32); glibc serves it with a fresh mmap and unmaps it on free, so
+  every step page-faults and zeroes all of it again (about 40% of an SMT-T inference step
+  on 2 cores was kernel time; training ran at half the speed). With mmap off, no trimming
+  and a single arena, the block stays mapped and the next step reuses it.
+
+  The heap then keeps its high-water mark, so two scratch blocks must never be live at
+  once. With asynchronous dispatch XLA:CPU frees a step's scratch on a worker thread just
+  after the step's outputs are ready; a next step dispatched in that window got a second
+  block (peak RSS 17 GB instead of 9.4, and that step took 17 s instead of 4.4). Steps are
+  therefore run inline on the calling thread, which frees the scratch before it returns.
 
   Must run before JAX starts its thread pools: threads created earlier keep arenas of
   their own, and with mmap off those serve large blocks badly (an SMT-T training step ran
@@ -65,8 +70,11 @@ def retain_host_memory() -> bool:
   except OSError:
     return False
   m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8
-  return bool(libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, -1)
-              and libc.mallopt(m_arena_max, 1))
+  if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, -1)
+          and libc.mallopt(m_arena_max, 1)):
+    return False
+  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  return True
 
 
 def _describe(device: jax.Device) -> str:
@@ -182,8 +190,8 @@ def _define_flags():
   flags.DEFINE_string('saa_impl', 'auto', 'SAA head-mixing formulation (SMT.saa_impl).')
   flags.DEFINE_string('remat', 'none', 'Per-block rematerialization (SMT.remat).')
   flags.DEFINE_bool('retain_host_memory', True,
-                    'Keep freed host memory mapped (see retain_host_memory); matters on CPU. '
-                    'Faster, but peak RSS can grow by whole scratch blocks in train mode.')
+                    'Keep freed host memory mapped and run steps inline on the calling '
+                    'thread (see retain_host_memory); matters on CPU.')
 
 
 if __name__ == '__main__':
