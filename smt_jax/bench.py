@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from smt_jax import xla_options
 from smt_jax.models import create_model
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -93,7 +94,7 @@ def build_step(model, mode: str, images: jax.Array, labels: jax.Array,
     def infer(state, x, y):
       del y
       return state, model.apply(state, x)
-    return jax.jit(infer), variables
+    return jax.jit(infer, compiler_options=xla_options.compiler_options()), variables
 
   tx = optax.adamw(learning_rate, weight_decay=0.05)
   params, batch_stats = variables['params'], variables.get('batch_stats', {})
@@ -114,7 +115,8 @@ def build_step(model, mode: str, images: jax.Array, labels: jax.Array,
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state, rng), loss
 
-  return jax.jit(train, donate_argnums=0), state
+  return jax.jit(train, donate_argnums=0,
+                 compiler_options=xla_options.compiler_options()), state
 
 
 def run(model_name: str = 'smt_t', batch: int = 32, mode: str = 'infer',

@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 
 from smt_jax import data
+from smt_jax import xla_options
 from smt_jax.train import checkpointing
 from smt_jax.train import digits
 from smt_jax.train import init as init_lib
@@ -98,7 +99,8 @@ def _jit_eval_step(model, state_sh, batch_sh, mesh, dtype):
   zeros = jax.jit(lambda: {k: jnp.zeros((), jnp.float32) for k in train_step_lib.EVAL_SUMS},
                   out_shardings=rep)
   return jax.jit(accumulate, in_shardings=(state_sh.params, state_sh.batch_stats, batch_sh, rep),
-                 out_shardings=rep, donate_argnums=3), zeros
+                 out_shardings=rep, donate_argnums=3,
+                 compiler_options=xla_options.compiler_options()), zeros
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
@@ -180,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       train_step_lib.make_train_step(model, tx, prepare, config.seed,
                                      config.optim.grad_accum_steps, config.optim.ema_decay),
       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
-      donate_argnums=0)
+      donate_argnums=0, compiler_options=xla_options.compiler_options())
 
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)]
   if config.profile_steps and jax.process_index() == 0:
