@@ -48,7 +48,7 @@ def peak_memory_gb(device: jax.Device) -> float:
 def retain_host_memory() -> bool:
   """Makes glibc keep freed memory instead of returning it to the OS (CPU backend).
 
-  XLA:CPU allocates each step's scratch memory anew as one block (7.8 GB for an SMT-T
+  XLA:CPU allocates each step's scratch memory anew as one block (5.6 GB for an SMT-T
   training step at batch 32); glibc serves it with a fresh mmap and unmaps it on free, so
   every step page-faults and zeroes all of it again (about 40% of an SMT-T inference step
   on 2 cores was kernel time; training ran at half the speed). With mmap off, no trimming
@@ -57,8 +57,9 @@ def retain_host_memory() -> bool:
   The heap then keeps its high-water mark, so two scratch blocks must never be live at
   once. With asynchronous dispatch XLA:CPU frees a step's scratch on a worker thread just
   after the step's outputs are ready; a next step dispatched in that window got a second
-  block (peak RSS 17 GB instead of 9.4, and that step took 17 s instead of 4.4). Steps are
-  therefore run inline on the calling thread, which frees the scratch before it returns.
+  block (with XLA's default scheduler: peak RSS 17 GB instead of 9.4, and that step took
+  17 s instead of 4.4). Steps are therefore run inline on the calling thread, which frees
+  the scratch before it returns.
 
   Must run before JAX starts its thread pools: threads created earlier keep arenas of
   their own, and with mmap off those serve large blocks badly (an SMT-T training step ran
