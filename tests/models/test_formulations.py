@@ -46,16 +46,22 @@ def value_and_grads(fn, *args):
 
 
 @pytest.mark.parametrize('k', [3, 5, 7, 9])
-@pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'taps', 'taps in chunks'])
+@pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'taps', 'taps in chunks',
+                                         'columns', 'columns in chunks'])
 def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeypatch):
   x = jax.random.normal(jax.random.key(0), (4, 9, 13, 8))
   if kernel_grad == 'conv in groups':   # groups of 3, 3 and 2 channels
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CONV_GROUP', 3)
   elif kernel_grad != 'conv':
     monkeypatch.setattr(layers, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
-  if kernel_grad == 'taps in chunks':   # two images per chunk, two chunks
+    # Maps 13 wide: column sums at a minimum width of 13, taps above it.
+    monkeypatch.setattr(layers, 'COLUMN_SUM_MIN_WIDTH', 13 if 'columns' in kernel_grad else 14)
+  if kernel_grad.endswith('in chunks'):   # two images per chunk, two chunks
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
     assert layers._images_per_chunk(x) == 2
+  formulation = {'conv': layers._kernel_grad_by_conv, 'taps': layers._kernel_grad_by_taps,
+                 'columns': layers._kernel_grad_by_columns}[kernel_grad.split()[0]]
+  assert layers._kernel_grad_formulation(x) is formulation
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 8))
   reference = value_and_grads(layers.depthwise_conv_lax, x, kernel)
   assert_all_close(value_and_grads(layers.depthwise_conv_shift, x, kernel), reference)
