@@ -177,24 +177,31 @@ def _images_per_chunk(x: jax.Array) -> int:
              if n % d == 0 and (d == 1 or d * image_bytes <= KERNEL_GRAD_CHUNK_BYTES))
 
 
+def _sum_over_chunks(x: jax.Array, g: jax.Array, k: int, chunk_taps: Callable) -> jax.Array:
+  """sum over chunks of images (see KERNEL_GRAD_CHUNK_BYTES) of chunk_taps(xp_c, g_c), the
+  (k*k, C) kernel gradient of one chunk of padded x and of g, as (k, k, 1, C)."""
+  n = x.shape[0]
+  chunk = _images_per_chunk(x)
+  xp = _pad_hw(x, k // 2)
+  per_chunk = jax.lax.map(lambda args: chunk_taps(*args),
+                          (xp.reshape(n // chunk, chunk, *xp.shape[1:]),
+                           g.reshape(n // chunk, chunk, *g.shape[1:])))
+  return per_chunk.sum(axis=0).reshape(k, k, 1, -1)
+
+
 def _kernel_grad_by_taps(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
   """sum over images and pixels of x shifted by each tap times g, as (k, k, 1, C).
 
-  One multiply-reduce per tap and chunk of images (see KERNEL_GRAD_CHUNK_BYTES): over the
-  whole batch XLA:CPU would materialize every tap's shifted copy of x at once.
+  One multiply-reduce per tap and chunk of images: over the whole batch XLA:CPU would
+  materialize every tap's shifted copy of x at once.
   """
-  n, h, w = x.shape[:3]
-  chunk = _images_per_chunk(x)
-  xp = _pad_hw(x, k // 2)
+  h, w = x.shape[1:3]
 
-  def chunk_taps(args):
-    xp_c, g_c = args
+  def chunk_taps(xp_c, g_c):
     return jnp.stack([jnp.sum(xp_c[:, a:a + h, b:b + w] * g_c, axis=(0, 1, 2))
                       for a in range(k) for b in range(k)])
 
-  per_chunk = jax.lax.map(chunk_taps, (xp.reshape(n // chunk, chunk, *xp.shape[1:]),
-                                       g.reshape(n // chunk, chunk, *g.shape[1:])))
-  return per_chunk.sum(axis=0).reshape(k, k, 1, -1)
+  return _sum_over_chunks(x, g, k, chunk_taps)
 
 
 def _kernel_grad_by_columns(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
@@ -207,21 +214,16 @@ def _kernel_grad_by_columns(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
   the narrower stage-3 and stage-4 maps it gained nothing more and the step compiled in
   51 instead of 41 s, hence COLUMN_SUM_MIN_WIDTH.
   """
-  n, h, w = x.shape[:3]
-  chunk = _images_per_chunk(x)
-  xp = _pad_hw(x, k // 2)
+  h, w = x.shape[1:3]
 
-  def chunk_taps(args):
-    xp_c, g_c = args
+  def chunk_taps(xp_c, g_c):
     rows = []
     for a in range(k):
       for b in range(k):
         rows.append(sum(xp_c[:, a:a + h, b + j] * g_c[:, :, j] for j in range(w)))
     return jnp.stack(rows, axis=-2).sum(axis=(0, 1))   # (chunk, h, k*k, C) -> (k*k, C)
 
-  per_chunk = jax.lax.map(chunk_taps, (xp.reshape(n // chunk, chunk, *xp.shape[1:]),
-                                       g.reshape(n // chunk, chunk, *g.shape[1:])))
-  return per_chunk.sum(axis=0).reshape(k, k, 1, -1)
+  return _sum_over_chunks(x, g, k, chunk_taps)
 
 
 def _kernel_grad_by_conv(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
