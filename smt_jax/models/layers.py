@@ -249,7 +249,9 @@ def _kernel_grad_formulation(x: jax.Array) -> Callable:
 
 def _shift_bwd(residuals, g):
   """Input gradient: the same conv of g with the kernel flipped, one fused loop.
-  Kernel gradient: see _kernel_grad_formulation."""
+
+  Kernel gradient: the formulation `_kernel_grad_formulation` picks for x's shape.
+  """
   x, kernel = residuals
   k = kernel.shape[0]
   x32, g32 = x.astype(jnp.float32), g.astype(jnp.float32)

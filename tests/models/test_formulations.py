@@ -54,7 +54,7 @@ def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeyp
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CONV_GROUP', 3)
   elif kernel_grad != 'conv':
     monkeypatch.setattr(layers, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
-    # Maps 13 wide: column sums at a minimum width of 13, taps above it.
+    # x is 13 wide: column sums from a minimum width of 13, taps when it is 14.
     monkeypatch.setattr(layers, 'COLUMN_SUM_MIN_WIDTH', 13 if 'columns' in kernel_grad else 14)
   if kernel_grad.endswith('in chunks'):   # two images per chunk, two chunks
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
