@@ -1,7 +1,41 @@
-"""Shared fixtures: the official-code test vectors that parity and conversion tests read."""
+"""Shared fixtures: one persistent XLA compilation cache, and the official-code test vectors.
+
+The cache directory is chosen once per test run, before the xdist workers start, and
+passed to every worker and child process through JAX_COMPILATION_CACHE_DIR: a program
+that one of them compiled (a model's init, a training step) is then read back by the
+others instead of being compiled again. A directory already set in the environment is
+used as it is and kept.
+"""
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from testvectors import CASES, Vector
+
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+
+
+def pytest_configure(config):
+  if _CACHE_ENV not in os.environ and not hasattr(config, 'workerinput'):
+    config.smt_jax_cache = tempfile.mkdtemp(prefix='smt-jax-xla-cache-')
+    os.environ[_CACHE_ENV] = config.smt_jax_cache
+
+
+def pytest_unconfigure(config):
+  cache = getattr(config, 'smt_jax_cache', None)
+  if cache:
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache() -> str:
+  """The run's cache directory, also for JAX already imported when it was chosen."""
+  import jax  # pylint: disable=import-outside-toplevel
+  cache = os.environ[_CACHE_ENV]
+  jax.config.update('jax_compilation_cache_dir', cache)
+  return cache
 
 
 @pytest.fixture(scope='session', params=CASES)

@@ -21,11 +21,12 @@ _SERVE_WITH_TF_ONLY = '''
 import json, sys
 import numpy as np
 import tensorflow as tf
-images = np.load(sys.argv[2])
 model = tf.saved_model.load(sys.argv[1])
-logits = model.signatures['serving_default'](images=tf.constant(images))['logits']
+serve = model.signatures['serving_default']
+logits = [serve(images=tf.constant(np.load(path)))['logits'].numpy().tolist()
+          for path in sys.argv[2:]]
 assert 'smt_jax' not in sys.modules and 'flax' not in sys.modules
-print(json.dumps(logits.numpy().tolist()))
+print(json.dumps(logits))
 '''
 
 
@@ -51,15 +52,16 @@ def test_savedmodel_serves_the_same_logits_with_tensorflow_alone(checkpoint, tmp
       cwd=REPO, capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr
   model, variables = weights.load(str(checkpoint))
-  for batch in (1, 3):  # the batch dimension is dynamic
-    images = _images(batch)
-    np.save(tmp_path / 'images.npy', images)
-    served = subprocess.run([sys.executable, '-c', _SERVE_WITH_TF_ONLY, str(out),
-                             str(tmp_path / 'images.npy')],
-                            capture_output=True, text=True, check=True)
-    logits = np.asarray(json.loads(served.stdout.strip().splitlines()[-1]))
-    expected = jax.jit(export.serving_fn(model))(variables, images)
-    assert logits.shape == (batch, 7)
+  batches = (1, 3)  # the batch dimension is dynamic
+  paths = [str(tmp_path / f'images{batch}.npy') for batch in batches]
+  for batch, path in zip(batches, paths):
+    np.save(path, _images(batch))
+  served = subprocess.run([sys.executable, '-c', _SERVE_WITH_TF_ONLY, str(out), *paths],
+                          capture_output=True, text=True, check=True)
+  served = json.loads(served.stdout.strip().splitlines()[-1])
+  for batch, logits in zip(batches, served):
+    expected = jax.jit(export.serving_fn(model))(variables, _images(batch))
+    assert np.shape(logits) == (batch, 7)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 
 

@@ -19,10 +19,13 @@ TINY = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), num_classes=10)
 
 @pytest.fixture(name='tiny', scope='module')
 def tiny_fixture():
-  """A tiny SMT, its variables and a batch of two 64x64 images (initialized once)."""
+  """A tiny SMT, its variables and a batch of two 64x64 images (initialized once).
+
+  'rbg' keys: XLA:CPU compiles this init in half the time it takes with threefry.
+  """
   model = create_model('smt_t', **TINY)
   images = jnp.linspace(-1, 1, 2 * 64 * 64 * 3).reshape(2, 64, 64, 3)
-  return model, jax.jit(model.init)(jax.random.PRNGKey(0), images), images
+  return model, jax.jit(model.init)(jax.random.key(0, impl='rbg'), images), images
 
 
 def _apply(model, *args, **kwargs):
@@ -43,10 +46,15 @@ def test_compute_matches_official_macs(name):
   model = create_model(name)
   macs = summary.count_macs(model, 224)
   assert macs / 1e9 == pytest.approx(OFFICIAL[name][1], rel=0.01)
+
+
+def test_xla_flops_are_twice_the_macs_plus_a_little():
   # XLA counts every operation, not only multiply-accumulates: at least 2 x MACs, and
   # the normalization/activation overhead stays a small fraction (see smt_jax/summary.py).
-  flops = summary.xla_flops(model, 224)
-  assert 2 * macs <= flops <= 1.10 * 2 * macs
+  # One variant: the others have the same layers, and each costs a full compilation.
+  model = create_model('smt_t')
+  macs = summary.count_macs(model, 224)
+  assert 2 * macs <= summary.xla_flops(model, 224) <= 1.10 * 2 * macs
 
 
 def test_create_model_rejects_unknown_names_and_fields():

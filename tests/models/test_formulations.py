@@ -45,7 +45,7 @@ def value_and_grads(fn, *args):
   return [value, *grads]
 
 
-@pytest.mark.parametrize('k', [3, 5, 7, 9])
+@pytest.mark.parametrize('k', [3, 9])   # MHMC's 5 and 7: test_multi_kernel_depthwise_...
 @pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'taps', 'taps in chunks',
                                          'columns', 'columns in chunks'])
 def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeypatch):
@@ -150,11 +150,14 @@ def tiny_fixture():
   model = create_model('smt_t', **TINY)
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   labels = jnp.array([3, 7])
-  variables = jax.jit(model.init)(jax.random.key(1), images)
-  # Random BatchNorm statistics and affine terms, so that nothing is an identity.
+  # 'rbg' keys: XLA:CPU compiles this init in half the time it takes with threefry.
+  variables = jax.jit(model.init)(jax.random.key(1, impl='rbg'), images)
+  # Random BatchNorm statistics and affine terms, so that nothing is an identity. (In
+  # NumPy: eager JAX would compile one program per leaf shape.)
+  rng = np.random.default_rng(0)
   variables = jax.tree.map(
-      lambda v: v if v.dtype != jnp.float32 else v + 0.1 * jax.random.normal(
-          jax.random.key(v.size), v.shape), variables)
+      lambda v: v if v.dtype != jnp.float32 else np.asarray(v) + 0.1 * rng.normal(
+          size=v.shape).astype(np.float32), jax.device_get(variables))
   reference = _model_outputs_and_grads(
       model.clone(dw_impl='lax', mhmc_impl='split', saa_impl='grouped'), variables, images,
       labels)
@@ -189,7 +192,7 @@ def test_unknown_formulation_names_are_rejected():
   for fields in (dict(remat='sometimes'), dict(dw_impl='fft'), dict(mhmc_impl='one'),
                  dict(saa_impl='sparse')):
     with pytest.raises(ValueError, match=next(iter(fields))):
-      create_model('smt_t', **TINY, **fields).init(jax.random.key(0), x)
+      jax.eval_shape(create_model('smt_t', **TINY, **fields).init, jax.random.key(0), x)
 
 
 def _reference_attention(q, k, v):

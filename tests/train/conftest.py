@@ -1,8 +1,8 @@
 """Fixtures for the training tests.
 
-Compiled programs go to a persistent compilation cache shared by this session and the
-child processes it starts (JAX_COMPILATION_CACHE_DIR), so a program compiled once is not
-compiled again by the runs that resume, get killed or run beside it.
+Compiled programs go to the run's persistent compilation cache (tests/conftest.py), so a
+program compiled once is not compiled again by the runs that resume, get killed or run
+beside it.
 
 XLA compiles with most optimizations off (jax_disable_most_optimizations, in these tests
 and their children alike, so all compile identical code): LLVM's optimizations are about
@@ -22,14 +22,6 @@ def fast_compilation():
   yield
   jax.config.update('jax_disable_most_optimizations',
                     os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS', '0').lower() in ('1', 'true'))
-
-
-@pytest.fixture(scope='session', autouse=True)
-def compilation_cache(fast_compilation, tmp_path_factory):
-  cache = os.environ.get('JAX_COMPILATION_CACHE_DIR') or str(tmp_path_factory.mktemp('xla'))
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = cache
-  jax.config.update('jax_compilation_cache_dir', cache)
-  return cache
 
 
 @pytest.fixture(scope='session')

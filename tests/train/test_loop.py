@@ -30,8 +30,8 @@ def test_train_writes_metrics_and_checkpoints(trained):
   top1 = train_helpers.scalars(workdir, 'eval/top1')
   assert sorted(top1) == [20, 40]
   best = max(top1, key=lambda s: (top1[s], s))  # ties: the later step
-  # Saved every 4 steps; kept: the last two and the best evaluated one.
-  assert train_helpers.checkpoint_steps(workdir) == sorted({36, 40, best})
+  # Saved every 8 steps; kept: the last two and the best evaluated one.
+  assert train_helpers.checkpoint_steps(workdir) == sorted({32, 40, best})
   # 32 examples per epoch, 16 per step: after 40 steps, epoch 20 starts.
   assert train_helpers.data_state(workdir, 40)['processes'][0]['epoch'] == 20
 

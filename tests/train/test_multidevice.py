@@ -19,7 +19,8 @@ import numpy as np
 from smt_jax.train import train_and_evaluate, validate
 import train_helpers
 
-config = train_helpers.tiny_config(sys.argv[1], **{'mesh.data': 2, 'mesh.fsdp': 4})
+config = train_helpers.tiny_config(sys.argv[1], checkpoint_every_steps=20,
+                                   **{'mesh.data': 2, 'mesh.fsdp': 4})
 bad = train_helpers.tiny_config(sys.argv[1], batch_size=12)
 try:
   validate.check_config(bad)
@@ -58,6 +59,6 @@ def test_eight_devices_match_one_device(trained, tmp_path):
 
   one = train_helpers.scalars(reference_dir, 'train/loss')
   eight = train_helpers.scalars(str(tmp_path), 'train/loss')
-  assert sorted(one) == sorted(eight) == list(range(1, 41))
+  assert sorted(one) == sorted(eight) == list(range(1, config.num_train_steps + 1))
   np.testing.assert_allclose([eight[s] for s in sorted(eight)], [one[s] for s in sorted(one)],
                              rtol=1e-4)

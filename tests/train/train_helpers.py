@@ -36,7 +36,7 @@ def write_folder(root: pathlib.Path, train_per_class: int, val_per_class: int) -
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  """The default recipe shrunk: a 5-block SMT at 16x16, batch 16, 40 steps (20 epochs).
+  """The default recipe shrunk: a 4-block SMT at 16x16, batch 16, 40 steps (20 epochs).
 
   Tests share this exact config where they can: its programs are then compiled once.
   """
@@ -57,7 +57,7 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   config.num_train_steps = 40
   config.log_every_steps = 1
   config.eval_every_steps = 20
-  config.checkpoint_every_steps = 4
+  config.checkpoint_every_steps = 8
   config.keep_checkpoints = 2
   for key, value in overrides.items():
     target = config
