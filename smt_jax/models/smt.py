@@ -27,10 +27,8 @@ class Stem(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    k, pad = self.head_conv, self.head_conv // 2
-    x = nn.Conv(self.dim, (k, k), strides=2, padding=[(pad, pad)] * 2, use_bias=False,
-                kernel_init=layers.conv_init((k, k), self.dim), dtype=self.dtype,
-                param_dtype=self.param_dtype, name='conv1')(x)
+    x = layers.StridedConv(self.dim, self.head_conv, 2, use_bias=False, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name='conv1')(x)
     x = layers.BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype,
                          name='bn')(x)
     x = nn.relu(x)
@@ -48,9 +46,8 @@ class PatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.dim, (3, 3), strides=2, padding=[(1, 1)] * 2,
-                kernel_init=layers.conv_init((3, 3), self.dim), dtype=self.dtype,
-                param_dtype=self.param_dtype, name='proj')(x)
+    x = layers.StridedConv(self.dim, 3, 2, dtype=self.dtype, param_dtype=self.param_dtype,
+                           name='proj')(x)
     return nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
                         name='norm')(x)
 
