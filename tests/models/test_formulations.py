@@ -133,6 +133,16 @@ def test_patchify_conv_equals_strided_conv():
                    value_and_grads(lambda x, v: conv.apply(v, x), x, variables))
 
 
+
+@pytest.mark.parametrize('k,use_bias', [(3, True), (7, False)])
+def test_strided_conv_equals_flax_conv(k, use_bias):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 12, 6))   # odd and even sides
+  strided = layers.StridedConv(5, k, 2, use_bias=use_bias)
+  conv = nn.Conv(5, (k, k), strides=2, padding=[(k // 2, k // 2)] * 2, use_bias=use_bias)
+  variables = strided.init(jax.random.key(1), x)   # weights at the init's scale
+  assert_all_close(value_and_grads(lambda x, v: strided.apply(v, x), x, variables),
+                   value_and_grads(lambda x, v: conv.apply(v, x), x, variables))
+
 def _model_outputs_and_grads(model, variables, images, labels):
   """[loss, logits, updated BatchNorm statistics, parameter gradients] of a train step."""
   def loss(params):
