@@ -77,6 +77,8 @@ class StridedConv(nn.Module):
   at a few GFLOP/s: on an AVX2 machine, batch 32, patch_embed2 (56x56x64 -> 128) forward
   and backward took 649 ms as a convolution and 189 ms this way (SMT-B's 7x7 stem: 1476
   against 906 ms); the SMT-T training step, 9937 against 9352 ms (best of 4, interleaved).
+  The matmul is `matmul`: the stem's BatchNorm backward otherwise writes its gradient
+  transposed for the kernel gradient (343 ms of a 10.5 s profiled step on AVX-512).
   """
   features: int
   kernel_size: int
@@ -94,7 +96,7 @@ class StridedConv(nn.Module):
     xp = _pad_hw(x.astype(self.dtype), k // 2)
     columns = jnp.concatenate([xp[:, a:a + s * (h - 1) + 1:s, b:b + s * (w - 1) + 1:s]
                                for a in range(k) for b in range(k)], axis=-1)
-    y = columns @ kernel.reshape(k * k * c, self.features).astype(self.dtype)
+    y = matmul(columns, kernel.reshape(k * k * c, self.features).astype(self.dtype))
     if not self.use_bias:
       return y
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
@@ -103,12 +105,13 @@ class StridedConv(nn.Module):
 
 @jax.custom_vjp
 def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x @ w over x's last axis, for a matmul that follows BatchNorm's backward pass.
+  """x @ w over x's last axis, for a matmul whose output feeds BatchNorm.
 
   The weight gradient contracts over every pixel, and XLA:CPU feeds it the output
   gradient transposed. Left alone, it fuses that transpose into the backward pass of the
-  BatchNorm that follows SAA's head mixing, and that transposing loop runs several times
-  slower than the two parts apart (60 of 870 ms of a stage-1 SAM block's training step).
+  BatchNorm that follows SAA's head mixing or the stem's first conv, and that transposing
+  loop runs several times slower than the two parts apart (60 of 870 ms of a stage-1 SAM
+  block's training step).
   Here the gradient is materialized first (an optimization barrier). Applied to every
   Linear layer, the barrier costs more than it saves: it is used only where measured.
   """
@@ -188,18 +191,22 @@ def _shift_fwd(x, kernel):
 
 # Kernel gradients of depthwise convs this narrow go through XLA's convolution, which
 # XLA:CPU runs as a dense convolution on its matmul engine and then keeps the diagonal.
-# Wider convs reduce tap by tap, or on maps at least COLUMN_SUM_MIN_WIDTH wide, column by
-# column first (see _kernel_grad_by_columns).
+# Wider convs sum each tap's products over the image columns first on maps at least
+# COLUMN_SUM_MIN_WIDTH wide (_kernel_grad_by_columns), over the images on narrower ones
+# (_kernel_grad_by_images).
 LAX_KERNEL_GRAD_MAX_CHANNELS = 64
 COLUMN_SUM_MIN_WIDTH = 28
 # Channels per dense convolution in that kernel gradient: a group of G channels costs G
 # times the multiply-adds of the depthwise conv, and too few channels starve the matmul
 # engine. At 14x14x64 with a 9x9 kernel: 22 ms for one group of 64, 5 ms in groups of 8.
 KERNEL_GRAD_CONV_GROUP = 8
-# Images reduced together per tap in the tap-by-tap and column-sum kernel gradients:
-# small enough that the k*k passes over them stay in cache, large enough that per-pass
-# overhead is small.
+# Images reduced together per tap in the column-sum kernel gradient: small enough that the
+# k*k passes over them stay in cache, large enough that per-pass overhead is small.
 KERNEL_GRAD_CHUNK_BYTES = 8 * 2**20
+# Images whose products one explicit sum adds up per tap on narrow maps: the elementwise
+# expression XLA compiles has that many terms. In the SMT-T training step 8, 16 and 32
+# ran at the same speed; 8 compiled fastest (57 against 66 s).
+IMAGES_PER_SUM = 8
 
 
 def _images_per_chunk(x: jax.Array) -> int:
@@ -210,53 +217,47 @@ def _images_per_chunk(x: jax.Array) -> int:
              if n % d == 0 and (d == 1 or d * image_bytes <= KERNEL_GRAD_CHUNK_BYTES))
 
 
-def _sum_over_chunks(x: jax.Array, g: jax.Array, k: int, chunk_taps: Callable) -> jax.Array:
-  """sum over chunks of images (see KERNEL_GRAD_CHUNK_BYTES) of chunk_taps(xp_c, g_c), the
-  (k*k, C) kernel gradient of one chunk of padded x and of g, as (k, k, 1, C)."""
-  n = x.shape[0]
+def _kernel_grad_by_columns(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+  """sum over images and pixels of x shifted by each tap times g, as (k, k, 1, C).
+
+  Per chunk of images, each tap's products are first summed over the image columns as
+  explicit adds, which XLA fuses with the shifted slices into one elementwise loop, so
+  XLA's reduction gets a tensor w times smaller and no copy of each shifted slice. (Over
+  the whole batch at once XLA:CPU would materialize every tap's shifted copy of x.) SMT-T
+  training at batch 32, interleaved in one process: best 5366 -> 4573 ms per step (median
+  5493 -> 4948) with stages 1 and 2 done this way rather than reduced tap by tap.
+  """
+  n, h, w = x.shape[:3]
   chunk = _images_per_chunk(x)
+
+  def chunk_taps(args):
+    xp_c, g_c = args
+    rows = [sum(xp_c[:, a:a + h, b + j] * g_c[:, :, j] for j in range(w))
+            for a in range(k) for b in range(k)]
+    return jnp.stack(rows, axis=-2).sum(axis=(0, 1))   # (chunk, h, k*k, C) -> (k*k, C)
+
   xp = _pad_hw(x, k // 2)
-  per_chunk = jax.lax.map(lambda args: chunk_taps(*args),
-                          (xp.reshape(n // chunk, chunk, *xp.shape[1:]),
-                           g.reshape(n // chunk, chunk, *g.shape[1:])))
+  per_chunk = jax.lax.map(chunk_taps, (xp.reshape(n // chunk, chunk, *xp.shape[1:]),
+                                       g.reshape(n // chunk, chunk, *g.shape[1:])))
   return per_chunk.sum(axis=0).reshape(k, k, 1, -1)
 
 
-def _kernel_grad_by_taps(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
-  """sum over images and pixels of x shifted by each tap times g, as (k, k, 1, C).
+def _kernel_grad_by_images(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+  """_kernel_grad_by_columns, with each tap's products summed over the images instead.
 
-  One multiply-reduce per tap and chunk of images: over the whole batch XLA:CPU would
-  materialize every tap's shifted copy of x at once.
+  The sums run over groups of up to IMAGES_PER_SUM images, as explicit adds fused with
+  the shifted slices, so XLA's reduction only sees (k*k, h, w, C) per group. On narrow
+  maps this beats column sums: batch 32, 3x3, 14x14x1024: 22 ms, against 43 ms with
+  column sums and 35-41 ms reduced tap by tap over chunks of images (14x14x256: 5.0
+  against 9.6 ms tap by tap).
   """
-  h, w = x.shape[1:3]
-
-  def chunk_taps(xp_c, g_c):
-    return jnp.stack([jnp.sum(xp_c[:, a:a + h, b:b + w] * g_c, axis=(0, 1, 2))
-                      for a in range(k) for b in range(k)])
-
-  return _sum_over_chunks(x, g, k, chunk_taps)
-
-
-def _kernel_grad_by_columns(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
-  """_kernel_grad_by_taps, with each tap's products first summed over the image columns.
-
-  The column sums are explicit adds, which XLA fuses with the shifted slices into one
-  elementwise loop, so XLA's reduction gets a tensor w times smaller, and no copy of
-  each shifted slice. SMT-T training at batch 32, interleaved in one process: best
-  5366 -> 4573 ms per step (median 5493 -> 4948) with stages 1 and 2 done this way. On
-  the narrower stage-3 and stage-4 maps it gained nothing more and the step compiled in
-  51 instead of 41 s, hence COLUMN_SUM_MIN_WIDTH.
-  """
-  h, w = x.shape[1:3]
-
-  def chunk_taps(xp_c, g_c):
-    rows = []
-    for a in range(k):
-      for b in range(k):
-        rows.append(sum(xp_c[:, a:a + h, b + j] * g_c[:, :, j] for j in range(w)))
-    return jnp.stack(rows, axis=-2).sum(axis=(0, 1))   # (chunk, h, k*k, C) -> (k*k, C)
-
-  return _sum_over_chunks(x, g, k, chunk_taps)
+  n, h, w = x.shape[:3]
+  m = max(d for d in range(1, min(n, IMAGES_PER_SUM) + 1) if n % d == 0)
+  xp = _pad_hw(x, k // 2).reshape(n // m, m, h + k - 1, w + k - 1, -1)
+  g = g.reshape(n // m, m, h, w, -1)
+  taps = [sum(xp[:, i, a:a + h, b:b + w] * g[:, i] for i in range(m))
+          for a in range(k) for b in range(k)]
+  return jnp.stack(taps).sum(axis=(1, 2, 3)).reshape(k, k, 1, -1)
 
 
 def _kernel_grad_by_conv(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
@@ -271,13 +272,13 @@ def _kernel_grad_by_conv(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
 
 
 def _kernel_grad_formulation(x: jax.Array) -> Callable:
-  """Per channel count and map width, the fastest measured of XLA's convolution, a
-  tap-by-tap reduction and column sums (see LAX_KERNEL_GRAD_MAX_CHANNELS)."""
+  """Per channel count and map width, the fastest measured of XLA's convolution, column
+  sums and image sums (see LAX_KERNEL_GRAD_MAX_CHANNELS)."""
   if x.shape[-1] <= LAX_KERNEL_GRAD_MAX_CHANNELS:
     return _kernel_grad_by_conv
   if x.shape[2] >= COLUMN_SUM_MIN_WIDTH:
     return _kernel_grad_by_columns
-  return _kernel_grad_by_taps
+  return _kernel_grad_by_images
 
 
 def _shift_bwd(residuals, g):

@@ -46,20 +46,22 @@ def value_and_grads(fn, *args):
 
 
 @pytest.mark.parametrize('k', [3, 9])   # MHMC's 5 and 7: test_multi_kernel_depthwise_...
-@pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'taps', 'taps in chunks',
-                                         'columns', 'columns in chunks'])
+@pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'images',
+                                         'images in groups', 'columns', 'columns in chunks'])
 def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeypatch):
   x = jax.random.normal(jax.random.key(0), (4, 9, 13, 8))
   if kernel_grad == 'conv in groups':   # groups of 3, 3 and 2 channels
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CONV_GROUP', 3)
   elif kernel_grad != 'conv':
     monkeypatch.setattr(layers, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
-    # x is 13 wide: column sums from a minimum width of 13, taps when it is 14.
+    # x is 13 wide: column sums from a minimum width of 13, image sums when it is 14.
     monkeypatch.setattr(layers, 'COLUMN_SUM_MIN_WIDTH', 13 if 'columns' in kernel_grad else 14)
-  if kernel_grad.endswith('in chunks'):   # two images per chunk, two chunks
+  if kernel_grad == 'columns in chunks':   # two images per chunk, two chunks
     monkeypatch.setattr(layers, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
     assert layers._images_per_chunk(x) == 2
-  formulation = {'conv': layers._kernel_grad_by_conv, 'taps': layers._kernel_grad_by_taps,
+  if kernel_grad == 'images in groups':   # at most 3 per sum: two groups of two images
+    monkeypatch.setattr(layers, 'IMAGES_PER_SUM', 3)
+  formulation = {'conv': layers._kernel_grad_by_conv, 'images': layers._kernel_grad_by_images,
                  'columns': layers._kernel_grad_by_columns}[kernel_grad.split()[0]]
   assert layers._kernel_grad_formulation(x) is formulation
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 8))
