@@ -48,7 +48,7 @@ def peak_memory_gb(device: jax.Device) -> float:
 def retain_host_memory() -> bool:
   """Makes glibc keep freed memory instead of returning it to the OS (CPU backend).
 
-  XLA:CPU allocates each step's scratch memory anew as one block (5.6 GB for an SMT-T
+  XLA:CPU allocates each step's scratch memory anew as one block (6.1 GB for an SMT-T
   training step at batch 32); glibc serves it with a fresh mmap and unmaps it on free, so
   every step page-faults and zeroes all of it again (about 40% of an SMT-T inference step
   on 2 cores was kernel time; training ran at half the speed). With mmap off, no trimming
