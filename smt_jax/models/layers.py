@@ -14,11 +14,41 @@ Dtype = Any
 dense_init = nn.initializers.truncated_normal(stddev=0.02)
 
 
+def linear(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """x @ kernel over x's last axis; on CPU one 2-D matmul over the flattened leading axes.
+
+  The weight gradient contracts every leading axis. Given several, XLA:CPU first copies the
+  output gradient transposed (the MLP's fc1 at batch 32 on 56x56x64, forward and backward:
+  150 against 77 ms); given one, it reads both operands as they lie. Other backends keep the
+  N-D matmul, which their compilers lay out themselves.
+  """
+  if x.ndim <= 2 or jax.default_backend() != 'cpu':
+    return x @ kernel
+  y = x.reshape(-1, x.shape[-1]) @ kernel
+  return y.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+class Dense(nn.Module):
+  """A Linear layer with the official init: nn.Dense's parameters, `linear`'s matmul."""
+  features: int
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', dense_init, (x.shape[-1], self.features), self.param_dtype)
+    y = linear(x.astype(self.dtype), kernel.astype(self.dtype))
+    if not self.use_bias:
+      return y
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    return y + bias.astype(self.dtype)
+
+
 def dense(features: int, name: str, use_bias: bool = True, dtype: Dtype = jnp.float32,
-          param_dtype: Dtype = jnp.float32) -> nn.Dense:
-  """A Linear layer with the official initialization."""
-  return nn.Dense(features, use_bias=use_bias, kernel_init=dense_init, dtype=dtype,
-                  param_dtype=param_dtype, name=name)
+          param_dtype: Dtype = jnp.float32) -> Dense:
+  """A `Dense` layer named `name`."""
+  return Dense(features, use_bias, dtype, param_dtype, name=name)
 
 
 class DenseParams(nn.Module):
@@ -40,7 +70,7 @@ def fused_dense(x: jax.Array, params: Sequence[Tuple[jax.Array, jax.Array]],
   """Several Linear layers on the same input as one wider matmul: x is read once."""
   kernel = jnp.concatenate([k for k, _ in params], axis=1).astype(dtype)
   bias = jnp.concatenate([b for _, b in params]).astype(dtype)
-  y = x.astype(dtype) @ kernel + bias
+  y = linear(x.astype(dtype), kernel) + bias
   splits = np.cumsum([k.shape[1] for k, _ in params])[:-1]
   return tuple(jnp.split(y, splits, axis=-1))
 
@@ -65,7 +95,8 @@ class PatchifyConv(nn.Module):
     h, w = h // p, w // p
     x = x[:, :h * p, :w * p].reshape(b, h, p, w, p, c).transpose(0, 1, 3, 2, 4, 5)
     x = x.reshape(b, h, w, p * p * c).astype(self.dtype)
-    return x @ kernel.reshape(p * p * c, self.features).astype(self.dtype) + bias.astype(self.dtype)
+    kernel = kernel.reshape(p * p * c, self.features).astype(self.dtype)
+    return linear(x, kernel) + bias.astype(self.dtype)
 
 
 class StridedConv(nn.Module):
@@ -77,8 +108,6 @@ class StridedConv(nn.Module):
   at a few GFLOP/s: on an AVX2 machine, batch 32, patch_embed2 (56x56x64 -> 128) forward
   and backward took 649 ms as a convolution and 189 ms this way (SMT-B's 7x7 stem: 1476
   against 906 ms); the SMT-T training step, 9937 against 9352 ms (best of 4, interleaved).
-  The matmul is `matmul`: the stem's BatchNorm backward otherwise writes its gradient
-  transposed for the kernel gradient (343 ms of a 10.5 s profiled step on AVX-512).
   """
   features: int
   kernel_size: int
@@ -96,40 +125,11 @@ class StridedConv(nn.Module):
     xp = _pad_hw(x.astype(self.dtype), k // 2)
     columns = jnp.concatenate([xp[:, a:a + s * (h - 1) + 1:s, b:b + s * (w - 1) + 1:s]
                                for a in range(k) for b in range(k)], axis=-1)
-    y = matmul(columns, kernel.reshape(k * k * c, self.features).astype(self.dtype))
+    y = linear(columns, kernel.reshape(k * k * c, self.features).astype(self.dtype))
     if not self.use_bias:
       return y
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
     return y + bias.astype(self.dtype)
-
-
-@jax.custom_vjp
-def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x @ w over x's last axis, for a matmul whose output feeds BatchNorm.
-
-  The weight gradient contracts over every pixel, and XLA:CPU feeds it the output
-  gradient transposed. Left alone, it fuses that transpose into the backward pass of the
-  BatchNorm that follows SAA's head mixing or the stem's first conv, and that transposing
-  loop runs several times slower than the two parts apart (60 of 870 ms of a stage-1 SAM
-  block's training step).
-  Here the gradient is materialized first (an optimization barrier). Applied to every
-  Linear layer, the barrier costs more than it saves: it is used only where measured.
-  """
-  return x @ w
-
-
-def _matmul_fwd(x, w):
-  return x @ w, (x, w)
-
-
-def _matmul_bwd(residuals, g):
-  x, w = residuals
-  g = jax.lax.optimization_barrier(g)
-  dw = jnp.einsum('...i,...o->io', x, g, preferred_element_type=w.dtype)
-  return g @ w.T.astype(g.dtype), dw
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 def conv_init(kernel_size: Sequence[int], out_per_group: int) -> Callable:

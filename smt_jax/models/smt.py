@@ -86,7 +86,7 @@ class HeadMixer(nn.Module):
       # dense[i*G + j, j'*out_per_group + o] = kernel[i, j, o] if j == j' else 0.
       block_diagonal = jnp.eye(groups, dtype=self.dtype)[None, :, :, None]
       dense = (kernel[:, :, None, :] * block_diagonal).reshape(s.shape[-1], self.features)
-      return layers.matmul(s, dense) + bias.astype(self.dtype)
+      return layers.linear(s, dense) + bias.astype(self.dtype)
     s = s.reshape(*s.shape[:-1], self.heads, groups, 1)
     y = sum(s[..., i, :, :] * kernel[i] for i in range(self.heads))
     return y.reshape(*y.shape[:-2], self.features) + bias.astype(self.dtype)

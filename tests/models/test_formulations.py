@@ -135,7 +135,6 @@ def test_patchify_conv_equals_strided_conv():
                    value_and_grads(lambda x, v: conv.apply(v, x), x, variables))
 
 
-
 @pytest.mark.parametrize('k,use_bias', [(3, True), (7, False)])
 def test_strided_conv_equals_flax_conv(k, use_bias):
   x = jax.random.normal(jax.random.key(0), (2, 9, 12, 6))   # odd and even sides
@@ -144,6 +143,32 @@ def test_strided_conv_equals_flax_conv(k, use_bias):
   variables = strided.init(jax.random.key(1), x)   # weights at the init's scale
   assert_all_close(value_and_grads(lambda x, v: strided.apply(v, x), x, variables),
                    value_and_grads(lambda x, v: conv.apply(v, x), x, variables))
+
+
+@pytest.mark.parametrize('use_bias', [True, False])
+def test_dense_equals_flax_dense(use_bias):
+  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 6))
+  ours = layers.Dense(4, use_bias=use_bias)
+  flax_dense = nn.Dense(4, use_bias=use_bias, kernel_init=layers.dense_init)
+  variables = ours.init(jax.random.key(1), x)
+  assert_close(variables, flax_dense.init(jax.random.key(1), x))   # same init, same tree
+  variables = jax.tree.map(lambda v: jax.random.normal(jax.random.key(2), v.shape), variables)
+  assert_all_close(value_and_grads(lambda x, v: ours.apply(v, x), x, variables),
+                   value_and_grads(lambda x, v: flax_dense.apply(v, x), x, variables))
+
+
+def _has_transposed_output_gradient(matmul) -> bool:
+  """Whether the compiled kernel gradient of `matmul` on (4, 8, 8, 16) @ (16, 64) makes a
+  (64, 256) array: the output gradient, transposed."""
+  x, kernel = jnp.ones((4, 8, 8, 16)), jnp.ones((16, 64))
+  grad = jax.jit(jax.grad(lambda k: jnp.sum(jnp.sin(matmul(x, k)))))
+  return 'f32[64,256]' in grad.lower(kernel).compile().as_text()
+
+
+def test_linear_kernel_gradient_reads_the_output_gradient_as_it_lies_on_cpu():
+  assert _has_transposed_output_gradient(lambda x, k: x @ k)   # what `linear` avoids
+  assert not _has_transposed_output_gradient(layers.linear)
+
 
 def _model_outputs_and_grads(model, variables, images, labels):
   """[loss, logits, updated BatchNorm statistics, parameter gradients] of a train step."""
