@@ -1,7 +1,8 @@
 """Every speed-motivated formulation computes the same function, forward and backward.
 
 The depthwise-conv formulations, MHMC's split and fused kernels, SAA's folded interleave,
-per-block rematerialization and chunked attention must change time and memory only.
+the 2-D matmuls, per-block rematerialization and chunked attention must change time and
+memory only.
 """
 import itertools
 
