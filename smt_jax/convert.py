@@ -1,6 +1,7 @@
 """Official PyTorch SMT weights <-> Flax variables, strictly, and the converter's command line.
 
     python -m smt_jax.convert --checkpoint=smt_tiny.pth --model=smt_t --output_dir=DIR
+    python -m smt_jax.convert --pretrained=smt_t --output_dir=DIR   # downloads it first
 
 Every Flax leaf has exactly one official state_dict key (see `official_key`), so a
 conversion either maps every key or stops with one error naming every missing,
@@ -9,6 +10,8 @@ unexpected and wrong-shape key. Nothing is left at random init unless asked for 
 """
 import os
 import re
+import shutil
+import sys
 import zipfile
 from typing import Any, Dict, Mapping, Tuple
 
@@ -224,6 +227,8 @@ FLAGS = flags.FLAGS
 
 def _define_flags():
   """Flags live here, not at import, so importing this module defines no flags."""
+  flags.DEFINE_string('pretrained', None, 'An official release by name (smt_t, smt_s, smt_b, '
+                      'smt_l_22k, smt_l_22k_224_ft, smt_l_22k_384_ft): download and convert it.')
   flags.DEFINE_string('checkpoint', None, 'Official checkpoint (.pth, .safetensors, .npz).')
   flags.DEFINE_string('model', None, 'Variant: smt_t, smt_s, smt_b or smt_l.')
   flags.DEFINE_string('output_dir', None, 'Where to write the orbax checkpoint (must be new).')
@@ -232,13 +237,19 @@ def _define_flags():
                     "'reset' drops the checkpoint's classifier for a new one (fine-tuning).")
   flags.DEFINE_string('prefix', '', "Use only keys starting with this, stripped ('module.').")
   flags.DEFINE_integer('seed', 0, 'Seed for the new classifier with --head=reset.')
-  flags.mark_flags_as_required(['checkpoint', 'model', 'output_dir'])
+  flags.mark_flags_as_required(['output_dir'])
+  flags.register_multi_flags_validator(
+      ['pretrained', 'checkpoint', 'model'], _one_source,
+      'Give either --pretrained=NAME, or --checkpoint=FILE with --model=VARIANT.')
 
 
-def main(argv):
-  del argv
-  if os.path.exists(FLAGS.output_dir):
-    raise app.UsageError(f'--output_dir {FLAGS.output_dir} exists; choose a new directory.')
+def _one_source(values) -> bool:
+  if values['pretrained']:
+    return not (values['checkpoint'] or values['model'])
+  return bool(values['checkpoint'] and values['model'])
+
+
+def _convert_file(output_dir: str) -> Tuple[SMT, Dict[str, Any]]:
   model = create_model(FLAGS.model, num_classes=FLAGS.num_classes)
   state_dict = load_state_dict(FLAGS.checkpoint, FLAGS.prefix)
   try:
@@ -246,9 +257,32 @@ def main(argv):
                               rng=jax.random.PRNGKey(FLAGS.seed))
   except CheckpointMismatchError as e:
     raise SystemExit(f'Conversion stopped; nothing was written.\n{e}') from None
-  weights.save(FLAGS.output_dir, variables, model)
+  weights.save(output_dir, variables, model)
+  return model, variables
+
+
+def _copy_pretrained(output_dir: str) -> Tuple[SMT, Dict[str, Any]]:
+  # Imported here: smt_jax.pretrained imports this module.
+  from smt_jax import pretrained  # pylint: disable=g-import-not-at-top
+  try:
+    cached = pretrained.weights_dir(FLAGS.pretrained)
+  except pretrained.PretrainedError as e:
+    sys.exit(f'error: {e}')
+  shutil.copytree(cached, output_dir)
+  return weights.load(output_dir)
+
+
+def main(argv):
+  del argv
+  if os.path.exists(FLAGS.output_dir):
+    raise app.UsageError(f'--output_dir {FLAGS.output_dir} exists; choose a new directory.')
+  output_dir = os.path.abspath(FLAGS.output_dir)
+  if FLAGS.pretrained:
+    _, variables = _copy_pretrained(output_dir)
+  else:
+    _, variables = _convert_file(output_dir)
   count = sum(np.size(x) for x in jax.tree.leaves(variables['params']))
-  print(f'Wrote {FLAGS.model} ({count:,} parameters) to {os.path.abspath(FLAGS.output_dir)}')
+  print(f'Wrote {FLAGS.pretrained or FLAGS.model} ({count:,} parameters) to {output_dir}')
 
 
 if __name__ == '__main__':

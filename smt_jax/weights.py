@@ -3,10 +3,11 @@
 This is what the converter writes and what `config.init_from` and evaluation read: a
 directory with two orbax items, `variables` ({'params', 'batch_stats'}) and `model`
 (the SMT fields as JSON), so the model can be rebuilt without the training code.
+`pretrained(name)` gives the official release weights by name (see smt_jax.pretrained).
 """
 import dataclasses
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -56,3 +57,15 @@ def load(directory: str, **runtime) -> Tuple[SMT, Dict[str, Any]]:
     variables = ckptr.restore(directory, args=ocp.args.Composite(
         variables=ocp.args.StandardRestore(abstract)))['variables']
   return model, variables
+
+
+def pretrained(name: str, cache_dir: Optional[str] = None, progress: bool = True,
+               **runtime) -> Tuple[SMT, Dict[str, Any]]:
+  """(model, variables) of an official release: 'smt_t', 'smt_s', 'smt_b', 'smt_l_22k', ...
+
+  Downloads and converts the release file on first use, then reads the cache offline;
+  `runtime` as for `load`. The names and their input sizes: smt_jax.pretrained.RELEASES.
+  """
+  # Imported here: smt_jax.pretrained imports this module.
+  from smt_jax import pretrained as releases  # pylint: disable=g-import-not-at-top
+  return releases.load(name, cache_dir, progress, **runtime)

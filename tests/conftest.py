@@ -1,4 +1,5 @@
-"""Shared fixtures: one persistent XLA compilation cache, and the official-code test vectors.
+"""Shared fixtures: one persistent XLA compilation cache, the official-code test vectors, and
+an SMT-T release file served by a local HTTP server as the official release page.
 
 The cache directory is chosen once per test run, before the xdist workers start, and
 passed to every worker and child process through JAX_COMPILATION_CACHE_DIR: a program
@@ -12,6 +13,7 @@ import tempfile
 
 import pytest
 
+from release_server import ReleaseServer
 from testvectors import CASES, Vector
 
 _CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
@@ -41,3 +43,38 @@ def compilation_cache() -> str:
 @pytest.fixture(scope='session', params=CASES)
 def vector(request):
   return Vector(request.param)
+
+
+@pytest.fixture(scope='session')
+def release_file(tmp_path_factory):
+  """An SMT-T checkpoint laid out like the official smt_tiny.pth (random weights)."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+  from smt_jax import convert
+  from smt_jax.models import create_model
+  model = create_model('smt_t')
+  rng = np.random.default_rng(0)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  variables = jax.tree.map(lambda a: (0.02 * rng.normal(size=a.shape)).astype(a.dtype),
+                           abstract)
+  variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])
+  state_dict = convert.flax_to_torch(variables)
+  path = tmp_path_factory.mktemp('release') / 'smt_tiny.pth'
+  torch.save({'model': {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}},
+             path)
+  return path
+
+
+@pytest.fixture
+def release_server(release_file, tmp_path, monkeypatch):
+  """Serves smt_tiny.pth at SMT_JAX_WEIGHTS_URL, with an empty cache at SMT_JAX_CACHE."""
+  folder = tmp_path / 'release_page'
+  folder.mkdir()
+  os.symlink(release_file, folder / release_file.name)
+  with ReleaseServer(str(folder)) as server:
+    monkeypatch.setenv('SMT_JAX_WEIGHTS_URL', server.url)
+    monkeypatch.setenv('SMT_JAX_CACHE', str(tmp_path / 'cache'))
+    yield server
