@@ -69,7 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.profile_steps = 0
   config.profile_first_step = 10
 
-  # A weights checkpoint directory (smt_jax.convert, smt_jax.weights.save) to start from.
+  # Weights to start from: an official release name ('smt_t', ... see smt_jax.pretrained),
+  # downloaded on first use, or a weights directory (smt_jax.convert, smt_jax.weights.save).
   config.init_from = ml_collections.config_dict.placeholder(str)
   config.eval_only = False
   return config

@@ -1,8 +1,10 @@
-"""Fine-tune converted official weights onto your own image-folder dataset.
+"""Fine-tune official weights onto your own image-folder dataset.
 
-    python -m smt_jax.convert --checkpoint=smt_tiny.pth --model=smt_t --output_dir=/tmp/smt_t_w
     python -m smt_jax.main --config=configs/finetune_folder.py --workdir=$WORKDIR \
-        --config.data_dir=/path/to/folder --config.init_from=/tmp/smt_t_w
+        --config.data_dir=/path/to/folder --config.init_from=smt_t
+
+`init_from` names an official release (downloaded and converted on first use) or a
+weights directory from smt_jax.convert.
 
 The folder is DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg; the head is
 re-initialized for its number of classes. Layer-wise lr decay keeps the early layers close to

@@ -1,10 +1,10 @@
 """SMT-L fine-tuned from ImageNet-22K to ImageNet-1K at 384x384 (30 epochs).
 
     python -m smt_jax.main --config=configs/smt_l_384_ft.py --workdir=$WORKDIR \
-        --config.data_dir=$TFDS_DATA_DIR --config.init_from=/path/to/smt_l_22k_weights
+        --config.data_dir=$TFDS_DATA_DIR --config.init_from=smt_l_22k
 
-`init_from` is a weights checkpoint: the 22K run's final weights (write them with
-smt_jax.weights.save) or converted official 22K weights (smt_jax.convert). The 21,841-way
+`init_from` is the official 22K weights by name (downloaded on first use) or a weights
+checkpoint: the 22K run's final weights (write them with smt_jax.weights.save). The 21,841-way
 head does not fit 1,000 classes and is re-initialized. Evaluation resizes to 384x384 with no
 crop, as the official code does at 384. Expect about 88.1% top-1 / 98.4% top-5.
 """

@@ -1,4 +1,4 @@
-"""Initial model variables: fresh, or from a weights checkpoint (`config.init_from`).
+"""Initial model variables: fresh, or from weights (`config.init_from`: a directory or a name).
 
 Variables are created on one device of each process (every process computes the same
 numbers) and then laid out on the mesh. Fresh initialization uses the 'rbg' PRNG, which XLA
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from smt_jax import pretrained
 from smt_jax import weights
 
 _INIT_SIZE = 32  # the model is size-agnostic; a small input keeps init cheap
@@ -69,7 +70,10 @@ def initial_variables(model, config: ml_collections.ConfigDict,
       jax.sharding.SingleDeviceSharding(device)))()
   variables = jax.device_get(dict(variables))
   if config.init_from:
-    _, loaded = weights.load(config.init_from)
+    if config.init_from in pretrained.RELEASES:
+      _, loaded = weights.pretrained(config.init_from)
+    else:
+      _, loaded = weights.load(config.init_from)
     variables = _merge_pretrained(variables, jax.device_get(dict(loaded)), config.init_from)
   variables.setdefault('batch_stats', {})
   shardings = {'params': state_shardings.params, 'batch_stats': state_shardings.batch_stats}

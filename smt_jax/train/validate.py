@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from smt_jax import pretrained
 from smt_jax.models import FIELDS, VARIANTS, create_model
 from smt_jax.train import sharding
 
@@ -74,8 +75,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.eval_batch_size={eval_batch} must be a multiple of the '
                       f'{num_devices} devices.')
 
-  if config.init_from and not os.path.isdir(os.path.expanduser(config.init_from)):
-    raise ConfigError(f'config.init_from={config.init_from!r} is not a directory; give a '
+  if (config.init_from and config.init_from not in pretrained.RELEASES
+      and not os.path.isdir(os.path.expanduser(config.init_from))):
+    raise ConfigError(f'config.init_from={config.init_from!r} is neither a pretrained name '
+                      f'({", ".join(pretrained.RELEASES)}) nor a directory; give a name or a '
                       'weights checkpoint written by smt_jax.convert or smt_jax.weights.save.')
   for field in ('log_every_steps', 'checkpoint_every_steps'):
     if config[field] <= 0:
