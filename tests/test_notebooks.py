@@ -1,4 +1,8 @@
-"""Every notebook runs top to bottom, offline, with small settings injected as parameters."""
+"""Every notebook runs top to bottom, offline, with small settings injected as parameters.
+
+The inference notebooks keep their default, a release name: its file comes from a local
+server standing in for the release page (the `release_server` fixture).
+"""
 import pathlib
 
 import jax
@@ -7,9 +11,8 @@ import nbclient
 import nbformat
 import numpy as np
 import pytest
-import torch
 
-from smt_jax import convert, weights
+from smt_jax import weights
 from smt_jax.labels import imagenet_class_names
 from smt_jax.models import create_model
 
@@ -35,30 +38,13 @@ def run_notebook(name, cwd, **parameters):
   return notebook
 
 
-def _outputs(notebook):
+def _outputs(notebook, stream='stdout'):
   return '\n'.join(out.get('text', '') for cell in notebook.cells
-                   for out in cell.get('outputs', []))
+                   for out in cell.get('outputs', []) if out.get('name') == stream)
 
 
-@pytest.fixture(name='release_file', scope='module')
-def release_file_fixture(tmp_path_factory):
-  """An SMT-T checkpoint laid out like the official release (random weights)."""
-  model = create_model('smt_t')
-  rng = np.random.default_rng(0)
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
-  variables = jax.tree.map(lambda a: (0.02 * rng.normal(size=a.shape)).astype(a.dtype),
-                           abstract)
-  variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])
-  state_dict = convert.flax_to_torch(variables)
-  path = tmp_path_factory.mktemp('release') / 'smt_tiny.pth'
-  torch.save({'model': {k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}},
-             path)
-  return path
-
-
-def test_inference_notebook_classifies_with_a_release_file(release_file, tmp_path):
-  notebook = run_notebook('inference.ipynb', tmp_path, CHECKPOINT=str(release_file),
-                          IMAGE_SIZE=64)
+def test_inference_notebook_classifies_with_release_weights(release_server, tmp_path):
+  notebook = run_notebook('inference.ipynb', tmp_path, IMAGE_SIZE=64)
   rows = [line.split('%', 1) for line in _outputs(notebook).splitlines() if '%' in line]
   assert len(rows) == 10  # the top 5 of each of the two photos
   names = set(imagenet_class_names())
@@ -67,11 +53,13 @@ def test_inference_notebook_classifies_with_a_release_file(release_file, tmp_pat
   assert all(0 < p <= 1 for p in probabilities)
   for top5 in (probabilities[:5], probabilities[5:]):
     assert top5 == sorted(top5, reverse=True)
+  assert release_server.ranges == [None]  # downloaded once, with a progress bar
+  assert 'smt_tiny.pth: 100%' in _outputs(notebook, 'stderr')
+  assert (tmp_path / 'cache' / 'smt_tiny').is_dir()
 
 
-def test_modulator_notebook_plots_modulators_and_attention(release_file, tmp_path):
-  notebook = run_notebook('modulator.ipynb', tmp_path, CHECKPOINT=str(release_file),
-                          IMAGE_SIZE=96)
+def test_modulator_notebook_plots_modulators_and_attention(release_server, tmp_path):
+  notebook = run_notebook('modulator.ipynb', tmp_path, IMAGE_SIZE=96)
   printed = _outputs(notebook)
   # Last SAM blocks of stages 1-3 at strides 4, 8, 16; stage 4 (3x3) attention, 16 heads.
   assert "modulator maps: [(2, 24, 24), (2, 12, 12), (2, 6, 6)]" in printed

@@ -1,6 +1,7 @@
 """Official weights by name, from a local HTTP server laid out like the release page."""
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -62,12 +63,17 @@ def test_missing_file_names_the_url_and_where_to_put_it(release_server, tmp_path
   assert not (tmp_path / 'cache' / 'smt_small.pth').exists()
 
 
-def test_no_network_names_the_url_and_where_to_put_it(release_server, tmp_path):
+def test_no_network_names_the_url_and_where_to_put_it(release_server, release_file,
+                                                      expected, tmp_path):
   release_server.stop()
+  by_hand = tmp_path / 'cache' / 'smt_tiny.pth'
   with pytest.raises(pretrained.PretrainedError,
                      match=f'Could not reach {release_server.url}smt_tiny.pth.*put it at '
-                     f'{tmp_path / "cache" / "smt_tiny.pth"}'):
+                     f'{by_hand}'):
     weights.pretrained('smt_t')
+  shutil.copy(release_file, by_hand)  # as the message says
+  _, variables = weights.pretrained('smt_t')
+  _assert_same(variables, expected)
 
 
 def test_a_file_that_is_not_a_checkpoint_is_not_kept(release_server, release_file, expected,
