@@ -3,19 +3,48 @@
 Every config field can be overridden, e.g. `--config.batch_size=4096`. On TPU VMs
 `jax.distributed` finds its peers itself; elsewhere give several processes
 `--coordinator_address=HOST:PORT --num_processes=N --process_id=I`.
+
+The terminal shows a start line, progress lines and evaluation results; library logs
+(orbax, JAX, clu, TensorFlow) go to WORKDIR/log.txt (process i > 0: log.process_i.txt),
+warnings and errors to both. `--verbosity=0` (or --logtostderr, --alsologtostderr) keeps
+them all on the terminal instead.
 """
 import glob
 import os
 import sys
+import tempfile
 
+
+def _import_tensorflow():
+  """(tensorflow, its start-up notices): the notices are held back from the terminal.
+
+  TensorFlow's C++ code writes them (oneDNN, CPU features) to file descriptor 2 at import,
+  before flags are parsed or a log file exists; `_log_to_file` writes them to the log.
+  """
+  sys.stderr.flush()
+  terminal = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top
+    finally:
+      os.dup2(terminal, 2)
+      os.close(terminal)
+    held.seek(0)
+    return tensorflow, held.read().decode(errors='replace')
+
+
+tf, _TF_NOTICES = _import_tensorflow()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
-import tensorflow as tf
 
 from smt_jax import data
+from smt_jax import pretrained
 from smt_jax.train import train_and_evaluate
 from smt_jax.train.validate import ConfigError
 
@@ -34,6 +63,21 @@ def _on_tpu_vm() -> bool:
               or glob.glob('/dev/vfio/[0-9]*'))
 
 
+def _log_to_file(workdir: str) -> None:
+  """Sends absl's (and so Python's) log records to a file in `workdir`, unless asked not to."""
+  if any(FLAGS[name].present for name in ('verbosity', 'logtostderr', 'alsologtostderr')):
+    sys.stderr.write(_TF_NOTICES)
+    return
+  os.makedirs(workdir, exist_ok=True)
+  index = jax.process_index()
+  name = 'log.txt' if index == 0 else f'log.process_{index}.txt'
+  log = open(os.path.join(workdir, name), 'a', encoding='utf-8')  # pylint: disable=R1732
+  log.write(_TF_NOTICES)
+  logging.get_absl_handler().python_handler.setStream(log)
+  if not FLAGS['stderrthreshold'].present:
+    FLAGS.stderrthreshold = 'warning'
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -45,12 +89,14 @@ def main(argv):
                                FLAGS.process_id)
   elif _on_tpu_vm():
     jax.distributed.initialize()
+  _log_to_file(os.path.abspath(os.path.expanduser(FLAGS.workdir)))
   logging.info('Process %d of %d; %d local devices, %d in all (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
   try:
     _, metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError) as e:
+  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError,
+          pretrained.PretrainedError) as e:
     sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
   if FLAGS.config.eval_only and metrics and jax.process_index() == 0:
     print(f"top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  "

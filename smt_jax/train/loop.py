@@ -32,6 +32,7 @@ from smt_jax.train import checkpointing
 from smt_jax.train import digits
 from smt_jax.train import init as init_lib
 from smt_jax.train import optim
+from smt_jax.train import progress as progress_lib
 from smt_jax.train import sharding
 from smt_jax.train import train_step as train_step_lib
 from smt_jax.train import validate
@@ -150,6 +151,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                     out_shardings=state_sh)(variables)
   parameter_overview.log_parameter_overview(state.params, include_stats=False,
                                             jax_logging_process=0)
+  start = int(jax.device_get(state.step))
+  progress = progress_lib.Progress(total_steps, config.batch_size)
+  progress.start(start, config.model.name,
+                 sum(x.size for x in jax.tree.leaves(abstract_vars['params'])),
+                 info.num_train_examples,
+                 info.num_eval_examples if info.eval_split is not None else None, workdir)
 
   compute_dtype = model.dtype
   eval_iter = None
@@ -168,7 +175,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     writer.flush()
     return metrics
 
-  start = int(jax.device_get(state.step))
   if config.eval_only:
     metrics = run_eval(start)
     logging.info('Evaluation at step %d: top-1 %.4f, top-5 %.4f over %d examples.', start,
@@ -206,14 +212,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         _check_finite(state, checkpointer)
         fetched = jax.device_get(pending)
         pending = []
-        writer.write_scalars(step, {
-            'train/loss': float(np.mean([m['loss'] for m in fetched])),
-            'train/grad_norm': float(np.mean([m['grad_norm'] for m in fetched])),
-            'train/lr': float(schedule(step - 1))})
+        scalars = {'train/loss': float(np.mean([m['loss'] for m in fetched])),
+                   'train/grad_norm': float(np.mean([m['grad_norm'] for m in fetched])),
+                   'train/lr': float(schedule(step - 1))}
+        writer.write_scalars(step, scalars)
+        progress.train(step, scalars['train/loss'], scalars['train/lr'])
       step_metrics = None
       if (config.eval_every_steps > 0 and step % config.eval_every_steps == 0) or last:
         _check_finite(state, checkpointer)
         step_metrics = eval_metrics = run_eval(step)
+        progress.eval(step, step_metrics)
       preempted = sigterm.received.is_set() or (
           jax.process_count() > 1 and checkpointer.manager.reached_preemption(step))
       # Evaluated states are saved too, so that the best one by eval/top1 can be kept.
@@ -227,4 +235,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     sigterm.restore()
     checkpointer.close()
     writer.flush()
+  progress.finish(int(jax.device_get(state.step)), checkpointer.directory)
   return state, eval_metrics
