@@ -44,10 +44,11 @@ def lr_schedule(base_lr: float, warmup_lr: float, min_lr: float, warmup_steps: i
 
   def scheduler(t):
     warm = warmup_lr + t * (base_lr - warmup_lr) / max(warmup_steps, 1)
-    u = jnp.minimum(t - warmup_steps, cosine_steps)
-    # (1 + cos x) / 2 as cos(x / 2) ** 2: no cancellation near the end of the cosine,
-    # where the rate approaches min_lr.
-    cos = min_lr + (base_lr - min_lr) * jnp.cos(0.5 * jnp.pi * u / cosine_steps) ** 2
+    left = jnp.clip(cosine_steps - (t - warmup_steps), 0, cosine_steps)
+    # (1 + cos(pi * u / T)) / 2 as sin(pi / 2 * (T - u) / T) ** 2, with T - u an exact
+    # integer: float32 keeps its relative precision up to the end of the cosine, where
+    # the rate approaches min_lr.
+    cos = min_lr + (base_lr - min_lr) * jnp.sin(0.5 * jnp.pi * left / cosine_steps) ** 2
     return jnp.where(t < warmup_steps, warm, cos)
 
   def schedule(count):
