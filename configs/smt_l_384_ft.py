@@ -1,4 +1,4 @@
-"""SMT-L fine-tuned from ImageNet-22K to ImageNet-1K at 384x384 (30 epochs).
+"""SMT-L fine-tuned from ImageNet-22K to ImageNet-1K at 384x384 (30 epochs, batch 512).
 
     python -m smt_jax.main --config=configs/smt_l_384_ft.py --workdir=$WORKDIR \
         --config.data_dir=$TFDS_DATA_DIR --config.init_from=/path/to/smt_l_22k_weights
@@ -6,7 +6,8 @@
 `init_from` is a weights checkpoint: the 22K run's final weights (write them with
 smt_jax.weights.save) or converted official 22K weights (smt_jax.convert). The 21,841-way
 head does not fit 1,000 classes and is re-initialized. Evaluation resizes to 384x384 with no
-crop, as the official code does at 384. Expect about 88.1% top-1 / 98.4% top-5.
+crop, as the official code does at 384. The batch is the official run's 8 x 64, so the
+learning rates are the config's own (x 512 / 512). Expect about 88.1% top-1 / 98.4% top-5.
 """
 from configs import default
 
@@ -17,6 +18,7 @@ def get_config():
   config.model.drop_path_rate = 0.1
   config.model.dtype = 'bfloat16'
   config.image_size = 384
+  config.batch_size = 512
   config.aug.eval_center_crop = False
   config.num_epochs = 30
   config.optim.base_lr = 2e-5
