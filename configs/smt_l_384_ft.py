@@ -3,11 +3,13 @@
     python -m smt_jax.main --config=configs/smt_l_384_ft.py --workdir=$WORKDIR \
         --config.data_dir=$TFDS_DATA_DIR --config.init_from=/path/to/smt_l_22k_weights
 
-`init_from` is a weights checkpoint: the 22K run's final weights (write them with
-smt_jax.weights.save) or converted official 22K weights (smt_jax.convert). The 21,841-way
-head does not fit 1,000 classes and is re-initialized. Evaluation resizes to 384x384 with no
-crop, as the official code does at 384. The batch is the official run's 8 x 64, so the
-learning rates are the config's own (x 512 / 512). Expect about 88.1% top-1 / 98.4% top-5.
+`init_from` is a weights checkpoint: converted official 22K weights (smt_jax.convert) or
+the 22K run's final weights (write them with smt_jax.weights.save). The head keeps its rows
+of the 1,000 ImageNet-1K classes in the official 22K label order, as the official
+fine-tuning does (smt_l_22k.py's head is in another order: docs/recipe.md). Evaluation
+resizes to 384x384 with no crop, as the official code does at 384. The batch is the official
+run's 8 x 64, so the learning rates are the config's own (x 512 / 512). Expect about 88.1%
+top-1 / 98.4% top-5.
 """
 from configs import default
 
