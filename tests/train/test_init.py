@@ -20,7 +20,7 @@ def test_imagenet22k_rows_of_1k():
   rows = labels.imagenet22k_rows_of_1k()
   assert rows.shape == (1000,) and len(set(rows.tolist())) == 1000
   assert rows.min() >= 0 and rows.max() < labels.IMAGENET_22K_CLASSES
-  assert not {9205, 15027} & set(rows.tolist())  # the two 22K labels without images
+  assert not {9205, 15027} & set(rows.tolist())  # the last two 22K synsets' labels
   # Both class lists are sorted, so the rows rise, except the teddy bear's stand-in.
   others = np.delete(rows, TEDDY_BEAR)
   assert (np.diff(others) > 0).all()
