@@ -7,7 +7,9 @@ ImageNet-22K is not in the TFDS catalog: give it as an image folder
 (DATA_DIR/train/<wnid>/*.JPEG, optionally DATA_DIR/val/...); the 21,841 classes are
 counted from the folder. The learning rates are the official config values (Swin's
 22K recipe), which the code scales by 4096 / 512 like every recipe. Expect a checkpoint
-that smt_l_384_ft.py fine-tunes to about 88.1% top-1 on ImageNet-1K at 384.
+that smt_l_224_ft.py and smt_l_384_ft.py fine-tune to about 87.1% and 88.1% top-1 on
+ImageNet-1K. Its head is in the folder's sorted class order, not the official label order
+that the fine-tunes' 1K rows assume (docs/recipe.md).
 """
 from configs import default
 

@@ -11,14 +11,16 @@ correct_lam=True)` with label smoothing, as the official SMT code uses them. One
 difference: timm mixes example i with example B-1-i of its process's batch; here example 2k
 is mixed with 2k+1. The batch order is random, so the distribution is the same, and on a
 batch split over devices the partner lives on the same device (no cross-device traffic) as
-long as every device holds an even number of rows.
+long as every device holds an even number of rows. tests/data/test_mixup_timm.py shows
+that the draws follow timm's distributions and that, paired as timm pairs, the mixed
+images and targets are timm's.
 
 Usage in the train step: `prepare = make_prepare(config.aug, num_classes)`, then
 `images, targets = prepare(rng, batch)` with a fresh key per step; evaluation uses
 `prepare_eval(batch)`.
 """
 import math
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -87,24 +89,27 @@ def partner(x: jax.Array) -> jax.Array:
   return paired[:, ::-1].reshape(x.shape)
 
 
-def mixup_cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, num_classes: int, *,
-                 mixup_alpha: float = 0.2, cutmix_alpha: float = 1.0, prob: float = 1.0,
-                 switch_prob: float = 0.5,
-                 label_smoothing: float = 0.1) -> Tuple[jax.Array, jax.Array]:
-  """Mixup or CutMix of the batch with one lambda, and soft targets [B, num_classes].
+class MixParams(NamedTuple):
+  """One batch's Mixup/CutMix draw.
 
-  With probability `prob` the batch is mixed: by CutMix with probability `switch_prob` when
-  both alphas are positive (else by whichever is), lambda ~ Beta(alpha, alpha). CutMix
-  pastes the partner's box of area about (1 - lambda) and then sets lambda to the exact
-  unpasted fraction. Targets are lambda * own + (1 - lambda) * partner's smoothed one-hot.
-  The batch size must be even.
+  `lam` is the weight of each example's own target: Beta-drawn for Mixup, the exact
+  unpasted fraction for CutMix, 1 when the batch is not mixed. `box` is the CutMix box
+  (top, bottom, left, right): rows [top, bottom) and columns [left, right).
   """
-  targets = smooth_one_hot(labels, num_classes, label_smoothing)
-  if (mixup_alpha <= 0 and cutmix_alpha <= 0) or prob <= 0:
-    return images, targets
-  if images.shape[0] % 2:
-    raise ValueError(f'Mixup/CutMix pairs examples; the batch size {images.shape[0]} is odd.')
-  batch, height, width = images.shape[:3]
+  use_cutmix: jax.Array
+  lam: jax.Array
+  box: Tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+
+
+def draw_mix(rng: jax.Array, height: int, width: int, *, mixup_alpha: float,
+             cutmix_alpha: float, prob: float, switch_prob: float) -> MixParams:
+  """timm's `Mixup._params_per_batch` and `cutmix_bbox_and_lam` (correct_lam=True).
+
+  With probability `prob` the batch is mixed: by CutMix with probability `switch_prob`
+  when both alphas are positive (else by whichever is), lambda ~ Beta(alpha, alpha).
+  CutMix's box is (H, W) * sqrt(1 - lambda), each side truncated and halved, centred on a
+  uniformly drawn pixel and clipped to the image; lambda becomes the unpasted fraction.
+  """
   keys = jax.random.split(rng, 6)
   mix = jax.random.uniform(keys[0]) < prob
   if mixup_alpha > 0 and cutmix_alpha > 0:
@@ -114,7 +119,6 @@ def mixup_cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, num_class
   lam_mixup = jax.random.beta(keys[2], mixup_alpha, mixup_alpha) if mixup_alpha > 0 else 1.0
   lam_cutmix = jax.random.beta(keys[3], cutmix_alpha, cutmix_alpha) if cutmix_alpha > 0 else 1.0
 
-  # timm's rand_bbox: a box of (H, W) * sqrt(1 - lambda) centred anywhere, clipped.
   ratio = jnp.sqrt(1.0 - lam_cutmix)
   half_h = jnp.floor(height * ratio).astype(jnp.int32) // 2
   half_w = jnp.floor(width * ratio).astype(jnp.int32) // 2
@@ -122,15 +126,47 @@ def mixup_cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, num_class
   cx = jax.random.randint(keys[5], (), 0, width)
   y0, y1 = jnp.clip(cy - half_h, 0, height), jnp.clip(cy + half_h, 0, height)
   x0, x1 = jnp.clip(cx - half_w, 0, width), jnp.clip(cx + half_w, 0, width)
-  box = _boxes_to_mask(y0[None], x0[None], (y1 - y0)[None], (x1 - x0)[None], height, width)
   lam_box = 1.0 - ((y1 - y0) * (x1 - x0)) / (height * width)
+  use_cutmix = mix & use_cutmix
+  lam = jnp.where(mix, jnp.where(use_cutmix, lam_box, lam_mixup), 1.0)
+  return MixParams(use_cutmix, jnp.asarray(lam, jnp.float32), (y0, y1, x0, x1))
 
+
+def apply_mix(images: jax.Array, targets: jax.Array, params: MixParams
+              ) -> Tuple[jax.Array, jax.Array]:
+  """timm's `Mixup._mix_batch` and `mixup_target` with example 2k and 2k+1 as partners.
+
+  CutMix pastes the partner's box, Mixup blends lam * own + (1 - lam) * partner's image
+  (the identity when lam is 1); targets are lam * own + (1 - lam) * partner's targets.
+  """
+  height, width = images.shape[1:3]
+  y0, y1, x0, x1 = params.box
+  box = _boxes_to_mask(y0[None], x0[None], (y1 - y0)[None], (x1 - x0)[None], height, width)
   other = partner(images)
   cut = jnp.where(box[0][None, :, :, None], other, images)
-  blended = (lam_mixup * images + (1.0 - lam_mixup) * other).astype(images.dtype)
-  images = jnp.where(mix, jnp.where(use_cutmix, cut, blended), images)
-  lam = jnp.where(mix, jnp.where(use_cutmix, lam_box, lam_mixup), 1.0)
-  return images, lam * targets + (1.0 - lam) * partner(targets)
+  lam = params.lam
+  blended = (lam * images + (1.0 - lam) * other).astype(images.dtype)
+  return (jnp.where(params.use_cutmix, cut, blended),
+          lam * targets + (1.0 - lam) * partner(targets))
+
+
+def mixup_cutmix(rng: jax.Array, images: jax.Array, labels: jax.Array, num_classes: int, *,
+                 mixup_alpha: float = 0.2, cutmix_alpha: float = 1.0, prob: float = 1.0,
+                 switch_prob: float = 0.5,
+                 label_smoothing: float = 0.1) -> Tuple[jax.Array, jax.Array]:
+  """Mixup or CutMix of the batch with one lambda, and soft targets [B, num_classes].
+
+  `draw_mix` draws the batch's parameters and `apply_mix` mixes; targets are
+  lambda * own + (1 - lambda) * partner's smoothed one-hot. The batch size must be even.
+  """
+  targets = smooth_one_hot(labels, num_classes, label_smoothing)
+  if (mixup_alpha <= 0 and cutmix_alpha <= 0) or prob <= 0:
+    return images, targets
+  if images.shape[0] % 2:
+    raise ValueError(f'Mixup/CutMix pairs examples; the batch size {images.shape[0]} is odd.')
+  params = draw_mix(rng, images.shape[1], images.shape[2], mixup_alpha=mixup_alpha,
+                    cutmix_alpha=cutmix_alpha, prob=prob, switch_prob=switch_prob)
+  return apply_mix(images, targets, params)
 
 
 def make_prepare(aug: ml_collections.ConfigDict, num_classes: int, dtype=jnp.float32

@@ -1,5 +1,8 @@
 """Initial model variables: fresh, or from weights (`config.init_from`: a directory or a name).
 
+From a checkpoint, a classifier head of another number of classes is new, except from
+ImageNet-22K (21,841 classes) to ImageNet-1K, which keeps the 1K classes' rows.
+
 Variables are created on one device of each process (every process computes the same
 numbers) and then laid out on the mesh. Fresh initialization uses the 'rbg' PRNG, which XLA
 compiles several times faster than threefry on CPU (tens of seconds for a full SMT); the
@@ -14,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from smt_jax import labels
 from smt_jax import pretrained
 from smt_jax import weights
 
@@ -31,10 +35,30 @@ def abstract_variables(model) -> Dict[str, Any]:
   return jax.eval_shape(_init_fn(model, 0))
 
 
+def _head_of_1k_from_22k(fresh_flat, loaded_flat):
+  """A 22K head's rows of the 1K classes when a 1K model starts from 22K weights, else None.
+
+  The official fine-tuning does the same (`load_pretrained`); any other change of the
+  number of classes starts a new head.
+  """
+  kernel, bias = loaded_flat.get('params/head/kernel'), loaded_flat.get('params/head/bias')
+  fresh_bias = fresh_flat.get('params/head/bias')
+  if (bias is None or fresh_bias is None or bias.shape != (labels.IMAGENET_22K_CLASSES,)
+      or fresh_bias.shape != (1000,)):
+    return None
+  rows = labels.imagenet22k_rows_of_1k()
+  return {'params/head/kernel': kernel[:, rows], 'params/head/bias': bias[rows]}
+
+
 def _merge_pretrained(fresh: Dict[str, Any], loaded: Dict[str, Any], source: str):
-  """`loaded` values at `fresh`'s paths; a head of another shape stays fresh (fine-tuning)."""
+  """`loaded` values at `fresh`'s paths; a head of another shape is the 22K head's 1K rows
+  (22K -> 1K) or stays fresh (fine-tuning to other classes)."""
   fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
   loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
+  head_1k = _head_of_1k_from_22k(fresh_flat, loaded_flat)
+  if head_1k is not None:
+    loaded_flat.update(head_1k)
+    logging.info('init_from: ImageNet-22K head -> its rows of the 1,000 ImageNet-1K classes.')
   merged, reset, bad = {}, [], []
   for name, value in fresh_flat.items():
     other = loaded_flat.get(name)

@@ -25,20 +25,34 @@ def scaled_lrs(optim: ml_collections.ConfigDict, global_batch: int) -> Tuple[flo
 
 def lr_schedule(base_lr: float, warmup_lr: float, min_lr: float, warmup_steps: int,
                 total_steps: int) -> optax.Schedule:
-  """timm's CosineLRScheduler as the official code builds it, stepped every iteration.
+  """The learning rate of each update of the official training loop, by update index.
 
-  Linear warmup from `warmup_lr` to `base_lr` over `warmup_steps`; afterwards
-  min_lr + (base_lr - min_lr) * (1 + cos(pi * t / total_steps)) / 2, where t counts from
-  the start of training (warmup is not a prefix, as in timm with warmup_prefix=False).
+  The official code builds timm's CosineLRScheduler with `warmup_prefix=True`
+  (lr_scheduler.build_scheduler, config TRAIN.LR_SCHEDULER.WARMUP_PREFIX): at scheduler
+  time t, a linear warmup warmup_lr + t * (base_lr - warmup_lr) / warmup_steps while
+  t < warmup_steps, then a cosine over the remaining total_steps - warmup_steps:
+  min_lr + (base_lr - min_lr) * (1 + cos(pi * u / (total_steps - warmup_steps))) / 2 with
+  u = t - warmup_steps, and min_lr from u = total_steps - warmup_steps on.
+
+  Its loop (main.train_one_epoch) calls `lr_scheduler.step_update(t)` after the update
+  numbered t (from 0), so update t + 1 runs with the rate of time t, and the first update
+  runs with the rate the scheduler set when it was built, that of time 0. The returned
+  schedule is indexed like optax's update count c (0 for the first update) and gives that
+  rate: the scheduler at time max(c - 1, 0). Updates 0 and 1 both use warmup_lr.
   """
-  total_steps = max(total_steps, 1)
+  cosine_steps = max(total_steps - warmup_steps, 1)
+
+  def scheduler(t):
+    warm = warmup_lr + t * (base_lr - warmup_lr) / max(warmup_steps, 1)
+    left = jnp.clip(cosine_steps - (t - warmup_steps), 0, cosine_steps)
+    # (1 + cos(pi * u / T)) / 2 as sin(pi / 2 * (T - u) / T) ** 2, with T - u an exact
+    # integer: float32 keeps its relative precision up to the end of the cosine, where
+    # the rate approaches min_lr.
+    cos = min_lr + (base_lr - min_lr) * jnp.sin(0.5 * jnp.pi * left / cosine_steps) ** 2
+    return jnp.where(t < warmup_steps, warm, cos)
 
   def schedule(count):
-    t = jnp.asarray(count, jnp.float32)
-    warm = warmup_lr + t * (base_lr - warmup_lr) / max(warmup_steps, 1)
-    cos = min_lr + 0.5 * (base_lr - min_lr) * (1 + jnp.cos(jnp.pi * jnp.minimum(t, total_steps)
-                                                          / total_steps))
-    return jnp.where(t < warmup_steps, warm, cos)
+    return scheduler(jnp.maximum(jnp.asarray(count, jnp.float32) - 1, 0))
 
   return schedule
 
@@ -119,7 +133,8 @@ def create_optimizer(optim: ml_collections.ConfigDict, params, global_batch: int
                      ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW with the official schedule, decay mask and clipping; returns (tx, schedule)."""
   base, warm, low = scaled_lrs(optim, global_batch)
-  warmup_steps = int(round(optim.warmup_epochs * steps_per_epoch))
+  # int(), not round(): the official build_scheduler truncates warmup epochs x iterations.
+  warmup_steps = int(optim.warmup_epochs * steps_per_epoch)
   schedule = lr_schedule(base, warm, low, warmup_steps, total_steps)
   parts = []
   if optim.clip_grad_norm:

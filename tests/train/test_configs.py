@@ -11,8 +11,8 @@ from smt_jax.train import train_and_evaluate
 from smt_jax.train import validate
 import train_helpers
 
-RECIPES = ('smt_t', 'smt_s', 'smt_b', 'smt_l', 'smt_l_22k', 'smt_l_384_ft', 'finetune_folder',
-           'demo')
+RECIPES = ('smt_t', 'smt_s', 'smt_b', 'smt_l', 'smt_l_22k', 'smt_l_224_ft', 'smt_l_384_ft',
+           'finetune_folder', 'demo')
 
 
 @pytest.mark.parametrize('name', RECIPES)

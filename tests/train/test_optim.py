@@ -26,15 +26,25 @@ def test_lrs_scale_with_global_batch():
   assert optim.scaled_lrs(_optim_config(), 1024) == pytest.approx((2e-3, 2e-7, 2e-6))
 
 
-def test_schedule_warms_up_linearly_then_follows_cosine():
+def test_schedule_is_the_official_loops_rate_of_each_update():
+  # timm's cosine with warmup as a prefix, at scheduler time t: linear warmup over 10
+  # steps, then a cosine over the remaining 90. Update c (from 0) uses time max(c - 1, 0).
   schedule = optim.lr_schedule(1.0, 0.1, 0.01, warmup_steps=10, total_steps=100)
-  assert float(schedule(0)) == pytest.approx(0.1)
-  assert float(schedule(5)) == pytest.approx(0.55)
+  scheduler = lambda t: schedule(t + 1)
+  assert float(schedule(0)) == float(schedule(1)) == pytest.approx(0.1)
+  assert float(scheduler(5)) == pytest.approx(0.55)
   for t in (10, 40, 99):
-    expected = 0.01 + 0.5 * 0.99 * (1 + math.cos(math.pi * t / 100))
-    assert float(schedule(t)) == pytest.approx(expected, rel=1e-5)
-  assert float(schedule(100)) == pytest.approx(0.01)
-  assert float(schedule(1000)) == pytest.approx(0.01)
+    expected = 0.01 + 0.5 * 0.99 * (1 + math.cos(math.pi * (t - 10) / 90))
+    assert float(scheduler(t)) == pytest.approx(expected, rel=1e-6)
+  assert float(scheduler(10)) == pytest.approx(1.0)
+  assert float(scheduler(100)) == pytest.approx(0.01)
+  assert float(scheduler(1000)) == pytest.approx(0.01)
+
+
+def test_schedule_without_warmup_starts_at_the_base_rate():
+  schedule = optim.lr_schedule(1.0, 0.1, 0.01, warmup_steps=0, total_steps=100)
+  assert float(schedule(0)) == float(schedule(1)) == pytest.approx(1.0)
+  assert float(schedule(51)) == pytest.approx(0.505, rel=1e-6)
 
 
 def test_steps_from_epochs_or_explicit():
