@@ -16,7 +16,9 @@ from ml_collections import config_flags
 import tensorflow as tf
 
 from smt_jax import data
+from smt_jax import weights
 from smt_jax.train import train_and_evaluate
+from smt_jax.train.checkpointing import CheckpointError
 from smt_jax.train.validate import ConfigError
 
 FLAGS = flags.FLAGS
@@ -50,7 +52,8 @@ def main(argv):
                jax.devices()[0].platform)
   try:
     _, metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError) as e:
+  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError, CheckpointError,
+          weights.WeightsError) as e:
     sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
   if FLAGS.config.eval_only and metrics and jax.process_index() == 0:
     print(f"top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  "

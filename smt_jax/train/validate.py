@@ -3,13 +3,13 @@
 Every error names the config field to change, so a bad command line fails in a second
 rather than after minutes of compilation.
 """
-import os
 from typing import Any, Dict
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from smt_jax import weights
 from smt_jax.models import FIELDS, VARIANTS, create_model
 from smt_jax.train import sharding
 
@@ -74,9 +74,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.eval_batch_size={eval_batch} must be a multiple of the '
                       f'{num_devices} devices.')
 
-  if config.init_from and not os.path.isdir(os.path.expanduser(config.init_from)):
-    raise ConfigError(f'config.init_from={config.init_from!r} is not a directory; give a '
-                      'weights checkpoint written by smt_jax.convert or smt_jax.weights.save.')
+  if config.init_from:
+    try:
+      weights.check_weights_dir(config.init_from, 'config.init_from:')
+    except weights.WeightsError as e:
+      raise ConfigError(str(e)) from None
   for field in ('log_every_steps', 'checkpoint_every_steps'):
     if config[field] <= 0:
       raise ConfigError(f'config.{field}={config[field]} must be positive.')
