@@ -122,17 +122,20 @@ class Checkpointer:
     """
     damaged = []
     for step in sorted(self.manager.all_steps(), reverse=True):
-      restored, problem = self._try_restore(step, abstract_state)
-      problems = _allgather_json(problem)
-      failed = [(i, p) for i, p in enumerate(problems) if p]
-      if not failed:
-        state, processes = restored
+      restored, problem = self._read(step, abstract_state)
+      # Agree before any collective: a read may fail on one process only.
+      failed = [(i, p) for i, p in enumerate(_allgather_json(problem)) if p]
+      if failed:
+        index, problem = failed[0]
+        if jax.process_count() > 1:
+          problem = f'process {index}: {problem}'
+      else:
+        state, data = restored
+        problem = self._verify(state, data)  # the same on every process
+      if problem is None:
         self._move_aside(damaged, step)
         logging.info('Resuming from checkpoint step %d in %s.', step, self.directory)
-        return step, state, processes[jax.process_index()]
-      index, problem = failed[0]
-      if jax.process_count() > 1:
-        problem = f'process {index}: {problem}'
+        return step, state, data['processes'][jax.process_index()]
       damaged.append((step, problem))
     if damaged:
       listing = '; '.join(f'step {s}: {p}' for s, p in damaged)
@@ -142,8 +145,8 @@ class Checkpointer:
           f'of {self.directory} to train from the start.')
     return None
 
-  def _try_restore(self, step: int, abstract_state) -> Tuple[Any, Optional[str]]:
-    """((state, every process's data state), None), or (None, what is wrong).
+  def _read(self, step: int, abstract_state) -> Tuple[Any, Optional[str]]:
+    """((state, data item), None), or (None, what is wrong), on this process alone.
 
     Reads through the item handlers, which wait for no other process, so a read that
     fails on one process only cannot leave the others waiting at a barrier.
@@ -158,20 +161,27 @@ class Checkpointer:
       state = state_handler.restore(path / 'state',
                                     args=ocp.args.StandardRestore(abstract_state))
       data = ocp.JsonCheckpointHandler().restore(path / 'data', args=ocp.args.JsonRestore())
-      processes = data['processes']
+      if len(data['processes']) != jax.process_count():
+        raise CheckpointError(
+            f'Checkpoint {step} in {self.directory} was written by '
+            f'{len(data["processes"])} processes; resuming needs the same number, not '
+            f'{jax.process_count()}.')
+    except CheckpointError:
+      raise
     except Exception as e:  # pylint: disable=broad-except
       return None, _describe(e, names)
     finally:
       state_handler.close()
-    if len(processes) != jax.process_count():
-      raise CheckpointError(
-          f'Checkpoint {step} in {self.directory} was written by {len(processes)} '
-          f'processes; resuming needs the same number, not {jax.process_count()}.')
+    return (state, data), None
+
+  def _verify(self, state, data: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with the arrays read, by their saved checksums (None: nothing)."""
     bad = fingerprint.mismatches(data.get('fingerprints', {}), state)
-    if bad:
-      return None, (f'{bad[0]}: its values differ from those saved (checksum mismatch'
-                    + (f', and {len(bad) - 1} more arrays)' if len(bad) > 1 else ')'))
-    return (state, processes), None
+    if not bad:
+      return None
+    more = len(bad) - 1
+    return (f'{bad[0]}: its values differ from those saved (checksum mismatch'
+            + (f'; {more} more array{"s" * (more > 1)} too)' if more else ')'))
 
   def _move_aside(self, damaged: List[Tuple[int, str]], resumed: int) -> None:
     """Moves each damaged step to checkpoints/damaged/<step> and reports it (process 0)."""

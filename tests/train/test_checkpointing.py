@@ -49,5 +49,5 @@ def test_arrays_that_restore_with_other_values_are_damaged(tmp_path, caplog):
   reports = [r.getMessage() for r in caplog.records if 'is damaged' in r.getMessage()]
   assert reports == [
       f'Checkpoint step 2 in {root} is damaged (b: its values differ from those saved '
-      f'(checksum mismatch, and 1 more arrays)); moved it to {root}/damaged/2 and resumed '
+      f'(checksum mismatch; 1 more array too)); moved it to {root}/damaged/2 and resumed '
       'from step 1.']
