@@ -240,7 +240,11 @@ def main(argv):
   if os.path.exists(FLAGS.output_dir):
     raise app.UsageError(f'--output_dir {FLAGS.output_dir} exists; choose a new directory.')
   model = create_model(FLAGS.model, num_classes=FLAGS.num_classes)
-  state_dict = load_state_dict(FLAGS.checkpoint, FLAGS.prefix)
+  try:
+    state_dict = load_state_dict(FLAGS.checkpoint, FLAGS.prefix)
+  except FileNotFoundError as e:
+    raise SystemExit(f'error: {e} --checkpoint takes an official SMT release file (.pth, '
+                     '.safetensors or .npz).') from None
   try:
     variables = torch_to_flax(state_dict, model, head=FLAGS.head,
                               rng=jax.random.PRNGKey(FLAGS.seed))

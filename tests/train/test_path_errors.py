@@ -43,3 +43,14 @@ def test_export_of_a_training_workdir(trained, tmp_path):
   assert error.startswith(f'error: --checkpoint {reference_dir} is a training workdir'), error
   assert 'python -m smt_jax.convert' in error
   assert not (tmp_path / 'out').exists()
+
+
+def test_convert_of_a_missing_file(tmp_path):
+  missing = tmp_path / 'smt_tiny.pth'
+  returncode, stderr = _run('smt_jax.convert', f'--checkpoint={missing}', '--model=smt_t',
+                            f'--output_dir={tmp_path / "out"}')
+  assert returncode == 1 and 'Traceback' not in stderr, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == (
+      f'error: No checkpoint file at {missing}. --checkpoint takes an official SMT release '
+      'file (.pth, .safetensors or .npz).')
+  assert not (tmp_path / 'out').exists()
