@@ -11,7 +11,6 @@ import hashlib
 import os
 import pathlib
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -60,13 +59,21 @@ def _copy(reference_dir: str, tmp_path: pathlib.Path) -> pathlib.Path:
   return workdir
 
 
-def _run_main(config, workdir: pathlib.Path, tmp_path: pathlib.Path, preexec_fn=None):
-  """(exit code, stdout + stderr) of main on `workdir`; output through a pipe, not a file."""
+def _run_main(config, workdir: pathlib.Path, tmp_path: pathlib.Path, max_file_kib=None):
+  """(exit code, stdout + stderr) of main on `workdir`; output through a pipe, not a file.
+
+  `max_file_kib` makes the child's writes past that file size fail (bash's `ulimit -f`,
+  i.e. RLIMIT_FSIZE; Python ignores SIGXFSZ, so writes fail with EFBIG as they fail
+  with ENOSPC on a full disk, even as root).
+  """
   config_path = train_helpers.write_config_file(config, tmp_path / 'config.py')
+  command = [sys.executable, '-m', 'smt_jax.main', f'--config={config_path}',
+             f'--workdir={workdir}']
+  if max_file_kib is not None:
+    command = ['bash', '-c', f'ulimit -f {max_file_kib} && exec "$@"', 'bash', *command]
   done = subprocess.run(
-      [sys.executable, '-m', 'smt_jax.main', f'--config={config_path}', f'--workdir={workdir}'],
-      cwd=str(train_helpers.REPO), env=train_helpers.child_env(), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S, preexec_fn=preexec_fn,
+      command, cwd=str(train_helpers.REPO), env=train_helpers.child_env(),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT_S,
       check=False)
   return done.returncode, done.stdout
 
@@ -139,12 +146,6 @@ def test_no_intact_checkpoint_stops_and_touches_nothing(trained, tmp_path):
   assert _files(workdir / 'checkpoints') == before
 
 
-def _limit_file_size():
-  # A file system out of space, as far as this process can tell: writes that would
-  # make any file larger than 64 KiB fail (EFBIG; Python ignores SIGXFSZ).
-  resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
-
-
 def test_failed_save_stops_with_the_directory_and_keeps_previous_checkpoints(
     trained, tmp_path):
   config, reference_dir, _, _ = trained
@@ -152,7 +153,8 @@ def test_failed_save_stops_with_the_directory_and_keeps_previous_checkpoints(
   shutil.rmtree(workdir / 'checkpoints' / '40')  # so the run saves step 40 again
   before = _files(workdir / 'checkpoints')
 
-  returncode, log = _run_main(config, workdir, tmp_path, preexec_fn=_limit_file_size)
+  # The array files of a step are larger than 64 KiB; logs go through a pipe.
+  returncode, log = _run_main(config, workdir, tmp_path, max_file_kib=64)
 
   assert returncode == 1, log[-4000:]
   # Orbax's writer threads log their own tracebacks too; the run ends with one message.
