@@ -251,7 +251,11 @@ def _one_source(values) -> bool:
 
 def _convert_file(output_dir: str) -> Tuple[SMT, Dict[str, Any]]:
   model = create_model(FLAGS.model, num_classes=FLAGS.num_classes)
-  state_dict = load_state_dict(FLAGS.checkpoint, FLAGS.prefix)
+  try:
+    state_dict = load_state_dict(FLAGS.checkpoint, FLAGS.prefix)
+  except FileNotFoundError as e:
+    raise SystemExit(f'error: {e} --checkpoint takes an official SMT release file (.pth, '
+                     '.safetensors or .npz).') from None
   try:
     variables = torch_to_flax(state_dict, model, head=FLAGS.head,
                               rng=jax.random.PRNGKey(FLAGS.seed))

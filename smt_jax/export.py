@@ -9,6 +9,7 @@
   and returns logits; TensorFlow Serving or plain TensorFlow can run it without JAX.
 """
 import os
+import sys
 from typing import Any, Dict
 
 from absl import app
@@ -51,8 +52,8 @@ def export_savedmodel(model: SMT, variables: Dict[str, Any], output_dir: str,
 
 def export(checkpoint: str, output_dir: str, fmt: str, image_size: int = 224) -> None:
   if os.path.exists(output_dir):
-    raise FileExistsError(f'{output_dir} exists; choose a new output directory.')
-  model, variables = weights.load(checkpoint)
+    raise FileExistsError(f'--output_dir={output_dir} exists; choose a new output directory.')
+  model, variables = weights.load(weights.check_weights_dir(checkpoint, '--checkpoint'))
   if fmt == 'orbax':
     weights.save(output_dir, variables, model)
   elif fmt == 'savedmodel':
@@ -63,7 +64,10 @@ def export(checkpoint: str, output_dir: str, fmt: str, image_size: int = 224) ->
 
 def main(argv):
   del argv
-  export(FLAGS.checkpoint, FLAGS.output_dir, FLAGS.format, FLAGS.image_size)
+  try:
+    export(FLAGS.checkpoint, FLAGS.output_dir, FLAGS.format, FLAGS.image_size)
+  except (weights.WeightsError, FileExistsError) as e:
+    sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
   print(f'Wrote {FLAGS.format} export to {os.path.abspath(FLAGS.output_dir)}')
 
 

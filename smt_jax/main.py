@@ -45,7 +45,9 @@ from ml_collections import config_flags
 
 from smt_jax import data
 from smt_jax import pretrained
+from smt_jax import weights
 from smt_jax.train import train_and_evaluate
+from smt_jax.train.checkpointing import CheckpointError, check_workdir
 from smt_jax.train.validate import ConfigError
 
 FLAGS = flags.FLAGS
@@ -89,14 +91,16 @@ def main(argv):
                                FLAGS.process_id)
   elif _on_tpu_vm():
     jax.distributed.initialize()
-  _log_to_file(os.path.abspath(os.path.expanduser(FLAGS.workdir)))
-  logging.info('Process %d of %d; %d local devices, %d in all (%s).', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].platform)
   try:
-    _, metrics = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError,
-          pretrained.PretrainedError) as e:
+    workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
+    check_workdir(workdir)  # before the log file goes there
+    _log_to_file(workdir)
+    logging.info('Process %d of %d; %d local devices, %d in all (%s).', jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count(),
+                 jax.devices()[0].platform)
+    _, metrics = train_and_evaluate(FLAGS.config, workdir)
+  except (ConfigError, data.DatasetNotFoundError, data.CorruptImageError, CheckpointError,
+          pretrained.PretrainedError, weights.WeightsError) as e:
     sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
   if FLAGS.config.eval_only and metrics and jax.process_index() == 0:
     print(f"top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  "

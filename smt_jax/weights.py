@@ -20,6 +20,38 @@ _RUNTIME_FIELDS = ('parent', 'name', 'dtype', 'param_dtype', 'dw_impl', 'mhmc_im
                    'remat')
 
 
+class WeightsError(ValueError):
+  """A path that should hold a weights checkpoint does not; the message says how to make one."""
+
+
+_MAKE_WEIGHTS = ('Make one with `python -m smt_jax.convert --checkpoint=OFFICIAL.pth --model=smt_t '
+                 '--output_dir=DIR` (official weights) or `python -m smt_jax.export '
+                 '--checkpoint=WEIGHTS --output_dir=DIR --format=orbax`.')
+
+
+def check_weights_dir(path: str, what: str = 'The weights checkpoint') -> str:
+  """`path` as an absolute path if it holds a weights checkpoint, else one WeightsError.
+
+  `what` names where the path came from (a flag or config field) in the message.
+  """
+  directory = os.path.abspath(os.path.expanduser(path))
+  expected = 'a weights checkpoint directory holding the orbax items `variables` and `model`'
+  if not os.path.exists(directory):
+    problem = 'does not exist'
+  elif not os.path.isdir(directory):
+    problem = 'is a file'
+  elif os.path.isdir(os.path.join(directory, 'checkpoints')):
+    problem = ('is a training workdir (to continue that training, give it as --workdir '
+               'of smt_jax.main)')
+  else:
+    missing = [item for item in ('variables', 'model')
+               if not os.path.isdir(os.path.join(directory, item))]
+    if not missing:
+      return directory
+    problem = f'has no `{"` or `".join(missing)}` item'
+  raise WeightsError(f'{what} {directory} {problem}; expected {expected}. {_MAKE_WEIGHTS}')
+
+
 def model_config(model: SMT) -> Dict[str, Any]:
   """The architecture fields of `model` as JSON-able values."""
   cfg = {}
@@ -44,9 +76,7 @@ def load(directory: str, **runtime) -> Tuple[SMT, Dict[str, Any]]:
 
   `runtime` sets fields that are not stored, e.g. dtype=jnp.bfloat16 or dw_impl='lax'.
   """
-  directory = os.path.abspath(directory)
-  if not os.path.isdir(directory):
-    raise FileNotFoundError(f'No weights checkpoint at {directory}.')
+  directory = check_weights_dir(directory)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     cfg = ckptr.restore(directory, args=ocp.args.Composite(
         model=ocp.args.JsonRestore()))['model']

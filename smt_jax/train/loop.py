@@ -113,6 +113,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """
   validate.check_config(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
+  checkpointing.check_workdir(workdir)
   config = _resolve_dataset(config, workdir)
   info = data.dataset_info(config)
   model = validate.create_model_from_config(config, info.num_classes)
@@ -134,15 +135,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   train_iter = None if config.eval_only else data.TrainIterator(config, sharding=batch_sh)
-  latest = checkpointer.latest_step()
-  if config.eval_only and latest is None and not config.init_from:
+  restored = checkpointer.restore_latest(
+      checkpointing.abstract_with_shardings(abstract_state, state_sh))
+  if config.eval_only and restored is None and not config.init_from:
     raise validate.ConfigError(
         f'config.eval_only: nothing to evaluate; {checkpointer.directory} has no checkpoint '
         'and config.init_from is not set.')
-  if latest is not None:
-    logging.info('Resuming from checkpoint step %d in %s.', latest, checkpointer.directory)
-    state, data_state = checkpointer.restore(
-        latest, checkpointing.abstract_with_shardings(abstract_state, state_sh))
+  if restored is not None:
+    _, state, data_state = restored
     if train_iter is not None:
       train_iter.set_state(data_state)
   else:

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from smt_jax import pretrained
+from smt_jax import weights
 from smt_jax.models import FIELDS, VARIANTS, create_model
 from smt_jax.train import sharding
 
@@ -75,11 +76,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.eval_batch_size={eval_batch} must be a multiple of the '
                       f'{num_devices} devices.')
 
-  if (config.init_from and config.init_from not in pretrained.RELEASES
-      and not os.path.isdir(os.path.expanduser(config.init_from))):
-    raise ConfigError(f'config.init_from={config.init_from!r} is neither a pretrained name '
-                      f'({", ".join(pretrained.RELEASES)}) nor a directory; give a name or a '
-                      'weights checkpoint written by smt_jax.convert or smt_jax.weights.save.')
+  if config.init_from and config.init_from not in pretrained.RELEASES:
+    if not os.path.exists(os.path.expanduser(config.init_from)):
+      raise ConfigError(f'config.init_from={config.init_from!r} is neither a pretrained name '
+                        f'({", ".join(pretrained.RELEASES)}) nor a directory; give a name or a '
+                        'weights checkpoint written by smt_jax.convert or smt_jax.weights.save.')
+    try:
+      weights.check_weights_dir(config.init_from, 'config.init_from:')
+    except weights.WeightsError as e:
+      raise ConfigError(str(e)) from None
   for field in ('log_every_steps', 'checkpoint_every_steps'):
     if config[field] <= 0:
       raise ConfigError(f'config.{field}={config[field]} must be positive.')
