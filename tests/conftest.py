@@ -1,4 +1,9 @@
-"""Shared fixtures: one persistent XLA compilation cache, and the official-code test vectors.
+"""Shared fixtures: one persistent XLA compilation cache, the official-code test vectors, and
+the `cpu_only` marker.
+
+Tests marked `cpu_only` check XLA:CPU internals (compiled HLO text, scratch memory, the CPU
+compiler options); on any other default backend they are skipped. Every other test runs on
+whatever backend JAX finds.
 
 The cache directory is chosen once per test run, before the xdist workers start, and
 passed to every worker and child process through JAX_COMPILATION_CACHE_DIR: a program
@@ -21,6 +26,19 @@ def pytest_configure(config):
   if _CACHE_ENV not in os.environ and not hasattr(config, 'workerinput'):
     config.smt_jax_cache = tempfile.mkdtemp(prefix='smt-jax-xla-cache-')
     os.environ[_CACHE_ENV] = config.smt_jax_cache
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  marked = [item for item in items if item.get_closest_marker('cpu_only')]
+  if not marked:
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  backend = jax.default_backend()
+  if backend != 'cpu':
+    skip = pytest.mark.skip(reason=f'checks XLA:CPU internals; the default backend is {backend}')
+    for item in marked:
+      item.add_marker(skip)
 
 
 def pytest_unconfigure(config):
