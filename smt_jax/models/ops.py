@@ -46,6 +46,6 @@ def resolve(ops: Union[Ops, str], field: str = 'ops') -> Ops:
   if ops == 'auto':
     return CPU if jax.default_backend() == 'cpu' else XLA
   if ops not in SETS:
-    raise ValueError(f'{field} must be auto, {", ".join(SETS)} or an Ops; got {ops!r}')
+    raise ValueError(f'{field} must be one of auto, {", ".join(SETS)} (or an Ops); got {ops!r}')
   return SETS[ops]
 
