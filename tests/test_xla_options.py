@@ -1,5 +1,4 @@
 """The per-backend compiler options, and that the benchmark's steps are compiled with them."""
-import jax
 import jax.numpy as jnp
 import pytest
 
