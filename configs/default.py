@@ -18,7 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.name = 'smt_t'
   config.model.drop_path_rate = 0.1
   config.model.dtype = 'float32'
-  config.model.dw_impl = 'auto'     # depthwise-conv formulation: 'auto', 'shift' or 'lax'
+  config.model.ops = 'auto'         # how layers are computed: 'auto' (per backend), 'xla', 'cpu'
   config.model.remat = 'none'       # rematerialize blocks to save memory, e.g. 'full'
 
   # Data.

@@ -29,12 +29,17 @@ from ml_collections import config_flags
 from smt_jax.data import iterators
 from smt_jax.data import sources
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.')
-_MOCK = flags.DEFINE_bool('mock', False, 'Read generated ImageNet-like JPEGs instead of '
-                          'config.dataset.')
-_MOCK_EXAMPLES = flags.DEFINE_integer('mock_examples', 512, 'Images written with --mock.')
-_WARMUP = flags.DEFINE_integer('warmup_batches', 10, 'Batches run before timing starts.')
-_BATCHES = flags.DEFINE_integer('num_batches', 50, 'Batches timed.')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Flags live here, not at import, so importing this module defines no flags."""
+  config_flags.DEFINE_config_file('config', None, 'Training config file.')
+  flags.DEFINE_bool('mock', False, 'Read generated ImageNet-like JPEGs instead of '
+                    'config.dataset.')
+  flags.DEFINE_integer('mock_examples', 512, 'Images written with --mock.')
+  flags.DEFINE_integer('warmup_batches', 10, 'Batches run before timing starts.')
+  flags.DEFINE_integer('num_batches', 50, 'Batches timed.')
 
 _MOCK_NAME = 'smt_bench_mock'
 
@@ -66,15 +71,15 @@ def _cpu_seconds() -> float:
 
 
 def benchmark(config) -> dict:
-  """Times `_BATCHES` batches of the training pipeline after `_WARMUP` batches."""
+  """Times --num_batches batches of the training pipeline after --warmup_batches."""
   batches = iterators.TrainIterator(config, process_index=0, process_count=1)
-  for _ in range(_WARMUP.value):
+  for _ in range(FLAGS.warmup_batches):
     next(batches)
   wall, cpu = time.perf_counter(), _cpu_seconds()
-  for _ in range(_BATCHES.value):
+  for _ in range(FLAGS.num_batches):
     next(batches)
   wall, cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
-  images = _BATCHES.value * config.batch_size
+  images = FLAGS.num_batches * config.batch_size
   return {'images_per_s': images / wall, 'cores_busy': cpu / wall,
           'images_per_s_per_core': images / cpu}
 
@@ -87,10 +92,10 @@ def _cpu_model() -> str:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = FLAGS.config
   with tempfile.TemporaryDirectory() as mock_dir:
-    if _MOCK.value:
-      write_mock_dataset(mock_dir, _MOCK_EXAMPLES.value)
+    if FLAGS.mock:
+      write_mock_dataset(mock_dir, FLAGS.mock_examples)
       config.dataset, config.data_dir = _MOCK_NAME, mock_dir
     try:
       result = benchmark(config)
@@ -103,4 +108,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

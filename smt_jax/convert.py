@@ -18,12 +18,14 @@ from typing import Any, Dict, Mapping, Tuple
 from absl import app
 from absl import flags
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from smt_jax import weights
-from smt_jax.models import SMT, create_model, layers
+from smt_jax.models import SMT, abstract_variables, create_model
+from smt_jax.models.layers import dense_init
 
 IMAGENET_22K_CLASSES = 21841
 
@@ -96,8 +98,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: SMT, *, head: str = 'kee
   """
   if head not in ('keep', 'reset'):
     raise ValueError(f"head must be 'keep' or 'reset', got {head!r}")
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+  abstract = abstract_variables(model)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
   given = {k: v for k, v in state_dict.items() if not (head == 'reset' and _is_head(k))}
 
@@ -126,7 +127,8 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: SMT, *, head: str = 'kee
   if head == 'reset' and model.num_classes > 0:
     if rng is None:
       raise ValueError("head='reset' needs rng to initialize the new classifier.")
-    head_layer = layers.dense(model.num_classes, 'head', param_dtype=model.param_dtype)
+    head_layer = nn.Dense(model.num_classes, kernel_init=dense_init,
+                          param_dtype=model.param_dtype, name='head')
     fresh = head_layer.init(rng, jnp.zeros((1, model.embed_dims[-1]), model.param_dtype))
     variables['params']['head'] = jax.device_get(fresh['params'])
   return variables

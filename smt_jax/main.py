@@ -51,13 +51,17 @@ from smt_jax.train.checkpointing import CheckpointError, check_workdir
 from smt_jax.train.validate import ConfigError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training recipe (a configs/*.py file).',
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs; reruns resume here.')
-flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-process).')
-flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process).')
-flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
-flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _define_flags():
+  """Flags live here, not at import, so importing this module defines no flags."""
+  config_flags.DEFINE_config_file('config', None, 'Training recipe (a configs/*.py file).',
+                                  lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Checkpoints, TensorBoard logs; reruns resume here.')
+  flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (multi-process).')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-process).')
+  flags.DEFINE_integer('process_id', None, 'This process, 0 .. num_processes - 1.')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _on_tpu_vm() -> bool:
@@ -108,4 +112,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -9,15 +9,12 @@ import dataclasses
 import os
 from typing import Any, Dict, Optional, Tuple
 
-import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from smt_jax.models import SMT
+from smt_jax.models import SMT, abstract_variables
 
 # Fields that describe how to run the model, not what it is; not stored.
-_RUNTIME_FIELDS = ('parent', 'name', 'dtype', 'param_dtype', 'dw_impl', 'mhmc_impl', 'saa_impl',
-                   'remat')
+_RUNTIME_FIELDS = ('parent', 'name', 'dtype', 'param_dtype', 'ops', 'remat')
 
 
 class WeightsError(ValueError):
@@ -74,7 +71,7 @@ def save(directory: str, variables: Dict[str, Any], model: SMT) -> None:
 def load(directory: str, **runtime) -> Tuple[SMT, Dict[str, Any]]:
   """Rebuilds the model saved in `directory` and returns (model, variables).
 
-  `runtime` sets fields that are not stored, e.g. dtype=jnp.bfloat16 or dw_impl='lax'.
+  `runtime` sets fields that are not stored, e.g. dtype=jnp.bfloat16 or ops='xla'.
   """
   directory = check_weights_dir(directory)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
@@ -82,8 +79,7 @@ def load(directory: str, **runtime) -> Tuple[SMT, Dict[str, Any]]:
         model=ocp.args.JsonRestore()))['model']
     model = SMT(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()},
                 **runtime)
-    abstract = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3))))
+    abstract = abstract_variables(model)
     variables = ckptr.restore(directory, args=ocp.args.Composite(
         variables=ocp.args.StandardRestore(abstract)))['variables']
   return model, variables

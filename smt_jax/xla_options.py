@@ -1,9 +1,9 @@
 """XLA compiler options for the project's jitted steps, per backend.
 
-XLA:CPU's memory-optimized scheduler gives an SMT-T training step at batch 32 and 224x224
-6.10 GB of scratch memory instead of the default scheduler's 7.91 (an inference step: 0.36
-instead of 0.57 GB) at the same speed, so every CPU compilation uses it. Other backends
-keep their own schedulers, which already weigh memory.
+XLA:CPU's memory-optimized scheduler gives SMT's training and inference steps markedly
+less scratch memory than the default scheduler at the same speed (see
+docs/performance.md), so every CPU compilation uses it. Other backends keep their own
+schedulers, which already weigh memory.
 """
 from typing import Any, Dict, Optional
 

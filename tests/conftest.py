@@ -1,5 +1,10 @@
-"""Shared fixtures: one persistent XLA compilation cache, the official-code test vectors, and
-an SMT-T release file served by a local HTTP server as the official release page.
+"""Shared fixtures: one persistent XLA compilation cache, the official-code test vectors, the
+`cpu_only` marker, and an SMT-T release file served by a local HTTP server as the official
+release page.
+
+Tests marked `cpu_only` check XLA:CPU internals (compiled HLO text, scratch memory, the CPU
+compiler options); on any other default backend they are skipped. Every other test runs on
+whatever backend JAX finds.
 
 The cache directory is chosen once per test run, before the xdist workers start, and
 passed to every worker and child process through JAX_COMPILATION_CACHE_DIR: a program
@@ -23,6 +28,19 @@ def pytest_configure(config):
   if _CACHE_ENV not in os.environ and not hasattr(config, 'workerinput'):
     config.smt_jax_cache = tempfile.mkdtemp(prefix='smt-jax-xla-cache-')
     os.environ[_CACHE_ENV] = config.smt_jax_cache
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  marked = [item for item in items if item.get_closest_marker('cpu_only')]
+  if not marked:
+    return
+  import jax  # pylint: disable=import-outside-toplevel
+  backend = jax.default_backend()
+  if backend != 'cpu':
+    skip = pytest.mark.skip(reason=f'checks XLA:CPU internals; the default backend is {backend}')
+    for item in marked:
+      item.add_marker(skip)
 
 
 def pytest_unconfigure(config):
@@ -50,14 +68,13 @@ def release_file(tmp_path_factory):
   """An SMT-T checkpoint laid out like the official smt_tiny.pth (random weights)."""
   # pylint: disable=import-outside-toplevel
   import jax
-  import jax.numpy as jnp
   import numpy as np
   import torch
   from smt_jax import convert
-  from smt_jax.models import create_model
+  from smt_jax.models import abstract_variables, create_model
   model = create_model('smt_t')
   rng = np.random.default_rng(0)
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  abstract = abstract_variables(model)
   variables = jax.tree.map(lambda a: (0.02 * rng.normal(size=a.shape)).astype(a.dtype),
                            abstract)
   variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])

@@ -5,14 +5,13 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
 import torch
 
 from smt_jax import convert, weights
-from smt_jax.models import SMT, create_model
+from smt_jax.models import SMT, abstract_variables, create_model
 from testvectors import Vector
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -139,8 +138,7 @@ def test_command_line_converts_a_torch_checkpoint(tmp_path):
   model = create_model('smt_t')
   rng = np.random.default_rng(3)
   variables = jax.tree.map(lambda a: rng.normal(size=a.shape).astype(a.dtype),
-                           jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                          jnp.zeros((1, 32, 32, 3))))
+                           abstract_variables(model))
   state_dict = convert.flax_to_torch(variables)
   torch.save({'model': {k: torch.from_numpy(v) for k, v in state_dict.items()}, 'epoch': 299},
              tmp_path / 'smt_tiny.pth')

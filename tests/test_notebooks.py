@@ -6,7 +6,6 @@ server standing in for the release page (the `release_server` fixture).
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import nbclient
 import nbformat
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 
 from smt_jax import weights
 from smt_jax.labels import imagenet_class_names
-from smt_jax.models import create_model
+from smt_jax.models import abstract_variables, create_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / 'notebooks'
@@ -73,14 +72,14 @@ def test_finetune_notebook_trains_from_weights_and_plots_curves(tmp_path):
   tiny = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1))
   model = create_model('smt_t', **tiny)  # 1000 classes: the head is re-initialized for 10
   rng = np.random.default_rng(0)
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  abstract = abstract_variables(model)
   variables = jax.tree.map(lambda a: (0.02 * rng.normal(size=a.shape)).astype(a.dtype),
                            abstract)
   variables['batch_stats'] = jax.tree.map(np.ones_like, variables['batch_stats'])
   weights.save(str(tmp_path / 'weights'), variables, model)
   notebook = run_notebook('finetune.ipynb', REPO, INIT_FROM=str(tmp_path / 'weights'),
                           WORKDIR=str(tmp_path / 'run'),
-                          MODEL_OVERRIDES=dict(tiny, dw_impl='lax'),  # compiles faster
+                          MODEL_OVERRIDES=dict(tiny, ops='xla'),  # compiles faster
                           IMAGE_SIZE=32, BATCH_SIZE=32, NUM_STEPS=4)
   printed = _outputs(notebook)
   assert 'top-1 ' in printed

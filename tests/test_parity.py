@@ -10,9 +10,9 @@ from smt_jax.summary import count_params
 TOLERANCE = 1e-4
 
 
-@pytest.mark.parametrize('dw_impl', ['shift', 'lax'])
-def test_logits_and_stage_maps_match_official(vector, dw_impl):
-  model = SMT(**vector.fields, dw_impl=dw_impl)
+@pytest.mark.parametrize('ops', ['cpu', 'xla'])
+def test_logits_and_stage_maps_match_official(vector, ops):
+  model = SMT(**vector.fields, ops=ops)
   variables = torch_to_flax(vector.state_dict, model)
   with jax.default_matmul_precision('highest'):
     logits = jax.jit(model.apply)(variables, vector.images)

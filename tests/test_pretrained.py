@@ -33,8 +33,8 @@ def test_downloads_once_then_loads_offline(release_server, expected, tmp_path):
   cache = tmp_path / 'cache'
   assert sorted(os.listdir(cache)) == ['smt_tiny', 'smt_tiny.pth', 'smt_tiny.pth.lock']
   release_server.stop()  # no network from here on
-  again_model, again = weights.pretrained('smt_t', dw_impl='lax')
-  assert again_model == model.clone(dw_impl='lax')
+  again_model, again = weights.pretrained('smt_t', ops='xla')
+  assert again_model == model.clone(ops='xla')
   _assert_same(again, expected)
   assert release_server.ranges == [None]
 

@@ -14,8 +14,8 @@ def test_save_then_load_gives_the_same_model_and_outputs(tmp_path):
   model = SMT(**vector.fields)
   variables = torch_to_flax(vector.state_dict, model)
   weights.save(str(tmp_path / 'w'), variables, model)
-  restored_model, restored = weights.load(str(tmp_path / 'w'), dw_impl='lax')
-  assert restored_model.clone(dw_impl='auto') == model
+  restored_model, restored = weights.load(str(tmp_path / 'w'), ops='xla')
+  assert restored_model.clone(ops='auto') == model
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), variables)
   np.testing.assert_allclose(jax.jit(restored_model.apply)(restored, vector.images),
                              jax.jit(model.apply)(variables, vector.images), atol=1e-5)

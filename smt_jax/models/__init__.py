@@ -1,9 +1,18 @@
 """SMT models: `create_model(name, **overrides)` builds a variant."""
 import dataclasses
+from typing import Any, Dict
 
+import jax
+import jax.numpy as jnp
+
+from smt_jax.models.ops import Ops
 from smt_jax.models.smt import SMT, VARIANTS
 
 FIELDS = tuple(f.name for f in dataclasses.fields(SMT) if f.name not in ('parent', 'name'))
+
+# The model is size-agnostic: its variables do not depend on the input size, and a small
+# input keeps tracing cheap.
+_INIT_SIZE = 32
 
 
 def create_model(name: str, **overrides) -> SMT:
@@ -20,4 +29,14 @@ def create_model(name: str, **overrides) -> SMT:
   return SMT(**{**VARIANTS[name], **overrides})
 
 
-__all__ = ['SMT', 'VARIANTS', 'create_model']
+def init_input(model: SMT) -> jax.Array:
+  """The input that `model.init` is traced with: one small image in the model's dtype."""
+  return jnp.zeros((1, _INIT_SIZE, _INIT_SIZE, 3), model.dtype)
+
+
+def abstract_variables(model: SMT) -> Dict[str, Any]:
+  """`model`'s variables as shapes and dtypes ({'params', 'batch_stats'}), computing nothing."""
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), init_input(model), train=False))
+
+
+__all__ = ['SMT', 'VARIANTS', 'Ops', 'create_model', 'abstract_variables', 'init_input']

@@ -3,37 +3,62 @@
 Computes exactly what the official PyTorch code computes (checked against its outputs in
 tests/test_parity.py). Tensors stay NHWC throughout; submodule names follow the official
 state_dict names so that `smt_jax.convert` is a one-to-one mapping.
+
+Every Linear layer is an `nn.Dense` and every convolution an `nn.Conv` (depthwise and
+grouped ones through `feature_group_count`), built by the `ops` field's constructors:
+`ops` chooses how they are computed for a backend (see `smt_jax.models.ops`), never what
+they compute or which parameters they have.
 """
 import functools
-from typing import Any, Sequence, Tuple
+from typing import Any, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smt_jax.models import layers
+from smt_jax.models import ops as ops_lib
 from smt_jax.models.attention import attention_weights, dot_product_attention
+from smt_jax.models.layers import BatchNorm, conv_init, dense_init, drop_path
 
 Dtype = Any
+
+
+def _layers(module: nn.Module):
+  """(dense, conv) constructors from `module.ops` with the official inits and its dtypes.
+
+  conv(features, kernel_size, groups=1, **nn.Conv arguments) builds a square k x k conv.
+  """
+  common = dict(dtype=module.dtype, param_dtype=module.param_dtype)
+  dense = functools.partial(module.ops.dense, kernel_init=dense_init, **common)
+
+  def conv(features: int, kernel_size: int, groups: int = 1, **kwargs) -> nn.Module:
+    return module.ops.conv(features, (kernel_size, kernel_size), feature_group_count=groups,
+                           kernel_init=conv_init(groups), **common, **kwargs)
+  return dense, conv
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, as torch.nn.GELU; Flax defaults to the tanh approximation."""
+  return nn.gelu(x, approximate=False)
 
 
 class Stem(nn.Module):
   """Stage-1 downsampling ('Head' in the official code): conv/2, BN, ReLU, conv 2x2/2, LN."""
   dim: int
   head_conv: int
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = layers.StridedConv(self.dim, self.head_conv, 2, use_bias=False, dtype=self.dtype,
-                           param_dtype=self.param_dtype, name='conv1')(x)
-    x = layers.BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name='bn')(x)
+    _, conv = _layers(self)
+    k = self.head_conv
+    x = conv(self.dim, k, strides=2, padding=k // 2, use_bias=False, name='conv1')(x)
+    x = BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(x)
     x = nn.relu(x)
-    x = layers.PatchifyConv(self.dim, 2, dtype=self.dtype, param_dtype=self.param_dtype,
-                            name='conv2')(x)
+    x = conv(self.dim, 2, strides=2, padding='VALID', name='conv2')(x)
     return nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
                         name='norm')(x)
 
@@ -41,102 +66,87 @@ class Stem(nn.Module):
 class PatchEmbed(nn.Module):
   """Stages 2-4 downsampling ('OverlapPatchEmbed'): conv 3x3/2 with padding 1, then LN."""
   dim: int
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    x = layers.StridedConv(self.dim, 3, 2, dtype=self.dtype, param_dtype=self.param_dtype,
-                           name='proj')(x)
+    _, conv = _layers(self)
+    x = conv(self.dim, 3, strides=2, padding=1, name='proj')(x)
     return nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
                         name='norm')(x)
 
 
-class HeadMixer(nn.Module):
-  """SAA's grouped 1x1 conv ('proj0') applied to MHMC heads without interleaving them.
-
-  The official code interleaves the heads channel by channel (channel heads*j + i is
-  channel j of head i) and applies a 1x1 conv with C/heads groups, so group j mixes
-  channel j of every head. Here the input stays in head-major order (channel i*G + j)
-  and the interleave is folded into how the grouped kernel, kept in Flax's layout
-  (1, 1, heads, out), is read as (heads, groups, out_per_group). No runtime transpose:
-
-  'grouped': `heads` multiply-adds per output, fused with what follows (fewest FLOPs);
-  'dense': one matmul with the block-sparse (C, out) weight that the grouped kernel
-  spells out. C/heads times the multiply-adds, but the matmul engine is so much faster
-  than a broadcast multiply-add, and above all than the reductions that give the
-  grouped kernel's gradient, that on CPU it is the faster of the two.
-  """
-  features: int
+class MHMC(nn.Module):
+  """Multi-Head Mixed Convolution: the channels split into `heads` contiguous groups, head i
+  convolved depthwise with kernel 3 + 2i ('local_conv_{i+1}'), stride 1, 'same' padding."""
   heads: int
-  impl: str = 'auto'
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, s):
+    _, conv = _layers(self)
+    width = s.shape[-1] // self.heads
+    return jnp.concatenate([
+        conv(width, 3 + 2 * i, groups=width, padding=1 + i, name=f'local_conv_{i + 1}')(head)
+        for i, head in enumerate(jnp.split(s, self.heads, axis=-1))], axis=-1)
+
+
+class SAA(nn.Module):
+  """Scale-Aware Aggregation: the MHMC heads interleaved channel by channel (channel
+  heads*j + i is channel j of head i), a grouped 1x1 conv whose group j mixes channel j of
+  every head ('proj0', expanding by `expand_ratio`), BN, GELU, a 1x1 conv back ('proj1')."""
+  dim: int
+  heads: int
+  expand_ratio: int
+  ops: ops_lib.Ops = ops_lib.XLA
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, s, train: bool):
+    _, conv = _layers(self)
     groups = s.shape[-1] // self.heads
-    out_per_group = self.features // groups
-    kernel = self.param('kernel', layers.conv_init((1, 1), out_per_group),
-                        (1, 1, self.heads, self.features), self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-    kernel = kernel.reshape(self.heads, groups, out_per_group).astype(self.dtype)
-    s = s.astype(self.dtype)
-    if layers.resolve_saa_mix_impl(self.impl) == 'dense':
-      # dense[i*G + j, j'*out_per_group + o] = kernel[i, j, o] if j == j' else 0.
-      block_diagonal = jnp.eye(groups, dtype=self.dtype)[None, :, :, None]
-      dense = (kernel[:, :, None, :] * block_diagonal).reshape(s.shape[-1], self.features)
-      return layers.linear(s, dense) + bias.astype(self.dtype)
-    s = s.reshape(*s.shape[:-1], self.heads, groups, 1)
-    y = sum(s[..., i, :, :] * kernel[i] for i in range(self.heads))
-    return y.reshape(*y.shape[:-2], self.features) + bias.astype(self.dtype)
+    s = s.reshape(*s.shape[:-1], self.heads, groups).swapaxes(-1, -2).reshape(s.shape)
+    s = conv(self.dim * self.expand_ratio, 1, groups=groups, name='proj0')(s)
+    s = BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(s)
+    return conv(self.dim, 1, name='proj1')(gelu(s))
 
 
 class SAM(nn.Module):
-  """Scale-Aware Modulation: MHMC then SAA build a modulator that multiplies v.
+  """Scale-Aware Modulation: MHMC then SAA turn `s` into a modulator that multiplies `v`.
 
-  MHMC: `s` is split into `ca_num_heads` contiguous channel groups, head i convolved
-  depthwise with kernel 3 + 2i. SAA: the heads are interleaved channel by channel and
-  mixed by a grouped 1x1 conv whose every group sees one channel of each head, then
-  BN, GELU and a 1x1 conv (see HeadMixer for how the interleave is folded away).
+  MHMC and SAA share this module's scope, so their layers keep the official names
+  (attn.local_conv_1, attn.proj0, ...).
   """
   dim: int
   ca_num_heads: int
   expand_ratio: int
   qkv_bias: bool
   proj_drop: float
-  dw_impl: str
-  mhmc_impl: str = 'auto'
-  saa_impl: str = 'auto'
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    dense, _ = _layers(self)
+    common = dict(ops=self.ops, dtype=self.dtype, param_dtype=self.param_dtype)
+    self.v = dense(self.dim, use_bias=self.qkv_bias)
+    self.s = dense(self.dim, use_bias=self.qkv_bias)
+    self.mhmc = MHMC(self.ca_num_heads, **common)
+    self.saa = SAA(self.dim, self.ca_num_heads, self.expand_ratio, **common)
+    nn.share_scope(self, self.mhmc)
+    nn.share_scope(self, self.saa)
+    self.proj = dense(self.dim)
+    self.dropout = nn.Dropout(self.proj_drop)
+
   def __call__(self, x, train: bool):
-    dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
-    heads, c = self.ca_num_heads, self.dim
-    v, s = layers.fused_dense(x, [
-        layers.DenseParams(c, self.qkv_bias, self.param_dtype, name=name)(c)
-        for name in ('v', 's')], self.dtype)
-
-    # MHMC: head i (channels [i*C/heads, (i+1)*C/heads)) convolved with kernel 3 + 2i.
-    params = [layers.DepthwiseParams(3 + 2 * i, self.param_dtype, name=f'local_conv_{i + 1}')(
-        c // heads) for i in range(heads)]
-    s = layers.multi_kernel_depthwise(
-        s.astype(self.dtype), [k.astype(self.dtype) for k, _ in params],
-        [b.astype(self.dtype) for _, b in params], self.dw_impl, self.mhmc_impl)
-
-    s = HeadMixer(c * self.expand_ratio, heads, self.saa_impl, dtype=self.dtype,
-                  param_dtype=self.param_dtype, name='proj0')(s)
-    s = layers.BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype,
-                         name='bn')(s)
-    s = layers.gelu(s)
-    modulator = layers.PatchifyConv(c, 1, dtype=self.dtype, param_dtype=self.param_dtype,
-                                    name='proj1')(s)
+    modulator = self.saa(self.mhmc(self.s(x)), train)
     self.sow('intermediates', 'modulator', modulator)
-
-    x = dense(c, 'proj')(modulator * v)
-    return nn.Dropout(self.proj_drop, deterministic=not train)(x)
+    return self.dropout(self.proj(modulator * self.v(x)), deterministic=not train)
 
 
 class MSA(nn.Module):
@@ -146,19 +156,17 @@ class MSA(nn.Module):
   qkv_bias: bool
   attn_drop: float
   proj_drop: float
-  dw_impl: str
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
+    dense, conv = _layers(self)
     b, h, w, c = x.shape
     heads = self.sa_num_heads
-    q, kv = layers.fused_dense(x, [
-        layers.DenseParams(f, self.qkv_bias, self.param_dtype, name=name)(c)
-        for f, name in ((c, 'q'), (2 * c, 'kv'))], self.dtype)
-    k, v = jnp.split(kv, 2, axis=-1)
+    q = dense(c, use_bias=self.qkv_bias, name='q')(x)
+    k, v = jnp.split(dense(2 * c, use_bias=self.qkv_bias, name='kv')(x), 2, axis=-1)
 
     tokens = lambda t: t.reshape(b, h * w, heads, c // heads)
     dropout_rng = None
@@ -169,10 +177,8 @@ class MSA(nn.Module):
     if self.is_mutable_collection('intermediates'):
       # For visualization only: the full (heads x N x N) maps, built only when asked for.
       self.sow('intermediates', 'attention', attention_weights(tokens(q), tokens(k)))
-    attn = attn.reshape(b, h, w, c)
-    local = layers.DepthwiseConv(3, impl=self.dw_impl, dtype=self.dtype,
-                                 param_dtype=self.param_dtype, name='local_conv')(v)
-    x = dense(c, 'proj')(attn + local)
+    local = conv(c, 3, groups=c, padding=1, name='local_conv')(v)
+    x = dense(c, name='proj')(attn.reshape(b, h, w, c) + local)
     return nn.Dropout(self.proj_drop, deterministic=not train)(x)
 
 
@@ -180,19 +186,17 @@ class Mlp(nn.Module):
   """fc1, then GELU(h + dwconv3x3(h)), dropout, fc2, dropout."""
   hidden_dim: int
   drop: float
-  dw_impl: str
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    dim = x.shape[-1]
-    dense = functools.partial(layers.dense, dtype=self.dtype, param_dtype=self.param_dtype)
-    h = dense(self.hidden_dim, 'fc1')(x)
-    h = h + layers.DepthwiseConv(3, impl=self.dw_impl, dtype=self.dtype,
-                                 param_dtype=self.param_dtype, name='dwconv')(h)
-    h = nn.Dropout(self.drop, deterministic=not train)(layers.gelu(h))
-    x = dense(dim, 'fc2')(h)
+    dense, conv = _layers(self)
+    h = dense(self.hidden_dim, name='fc1')(x)
+    h = h + conv(self.hidden_dim, 3, groups=self.hidden_dim, padding=1, name='dwconv')(h)
+    h = nn.Dropout(self.drop, deterministic=not train)(gelu(h))
+    x = dense(x.shape[-1], name='fc2')(h)
     return nn.Dropout(self.drop, deterministic=not train)(x)
 
 
@@ -210,23 +214,22 @@ class Block(nn.Module):
   drop: float
   attn_drop: float
   drop_path: float
-  dw_impl: str
-  mhmc_impl: str = 'auto'
-  saa_impl: str = 'auto'
+  ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    norm = lambda name: nn.LayerNorm(epsilon=1e-6, name=name, **common)
+    common = dict(ops=self.ops, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = lambda name: nn.LayerNorm(epsilon=1e-6, name=name, dtype=self.dtype,
+                                     param_dtype=self.param_dtype)
     if self.mixer == 'sam':
       mixer = SAM(self.dim, self.ca_num_heads, self.expand_ratio, self.qkv_bias, self.drop,
-                  self.dw_impl, self.mhmc_impl, self.saa_impl, name='attn', **common)
+                  name='attn', **common)
     else:
       mixer = MSA(self.dim, self.sa_num_heads, self.qkv_bias, self.attn_drop, self.drop,
-                  self.dw_impl, name='attn', **common)
-    mlp = Mlp(int(self.dim * self.mlp_ratio), self.drop, self.dw_impl, name='mlp', **common)
+                  name='attn', **common)
+    mlp = Mlp(int(self.dim * self.mlp_ratio), self.drop, name='mlp', **common)
 
     def scale(y, name):
       if not self.use_layerscale:
@@ -235,9 +238,9 @@ class Block(nn.Module):
                          self.param_dtype)
       return y * gamma.astype(self.dtype)
 
-    drop_path = layers.drop_path(self.drop_path, deterministic=not train)
-    x = x + drop_path(scale(mixer(norm('norm1')(x), train), 'gamma_1'))
-    return x + drop_path(scale(mlp(norm('norm2')(x), train), 'gamma_2'))
+    path = drop_path(self.drop_path, deterministic=not train)
+    x = x + path(scale(mixer(norm('norm1')(x), train), 'gamma_1'))
+    return x + path(scale(mlp(norm('norm2')(x), train), 'gamma_2'))
 
 
 # What a rematerialized block keeps from its forward pass ('none' turns remat off):
@@ -262,14 +265,12 @@ def remat_block(remat: str):
 class SMT(nn.Module):
   """The SMT classifier / backbone. Field names are the official constructor's arguments.
 
-  Images are NHWC floats of any size. `num_classes=0` returns pooled features.
-  `dw_impl` picks the depthwise-conv formulation ('auto', 'shift' or 'lax') and
-  `mhmc_impl` how MHMC's four kernels run ('auto', 'split' or 'fused', see
-  `layers.multi_kernel_depthwise`), `saa_impl` how SAA mixes the heads ('auto', 'dense'
-  or 'grouped', see `HeadMixer`); every choice reads the same parameters and computes
-  the same function. `remat` recomputes each block's activations in the backward pass
-  instead of storing them (see `REMAT_POLICIES`); it changes memory and time, never the
-  numbers or the parameters.
+  Images are NHWC floats of any size. `num_classes=0` returns pooled features. `ops` is
+  how the layers are computed: an `ops.Ops`, or 'xla', 'cpu' or 'auto' (the set for JAX's
+  default backend); every set reads the same parameters and computes the same function.
+  `remat` recomputes each block's activations in the backward pass instead of storing
+  them (see `REMAT_POLICIES`); it changes memory and time, never the numbers or the
+  parameters.
   """
   embed_dims: Sequence[int] = (64, 128, 256, 512)
   ca_num_heads: Sequence[int] = (4, 4, 4, -1)
@@ -286,9 +287,7 @@ class SMT(nn.Module):
   attn_drop_rate: float = 0.0
   drop_path_rate: float = 0.0
   num_classes: int = 1000
-  dw_impl: str = 'auto'
-  mhmc_impl: str = 'auto'
-  saa_impl: str = 'auto'
+  ops: Union[ops_lib.Ops, str] = 'auto'
   remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -303,7 +302,8 @@ class SMT(nn.Module):
     return tuple(kinds)
 
   def setup(self):
-    common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    ops = ops_lib.resolve(self.ops)
+    common = dict(ops=ops, dtype=self.dtype, param_dtype=self.param_dtype)
     drop_path_rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
     cur = 0
     block_cls = remat_block(self.remat)
@@ -320,16 +320,17 @@ class SMT(nn.Module):
                     use_layerscale=self.use_layerscale,
                     layerscale_value=self.layerscale_value, drop=self.drop_rate,
                     attn_drop=self.attn_drop_rate, drop_path=float(drop_path_rates[cur + j]),
-                    dw_impl=self.dw_impl, mhmc_impl=self.mhmc_impl,
-                    saa_impl=self.saa_impl, **common)
+                    **common)
           for j, kind in enumerate(kinds)]
       cur += len(kinds)
       # Attribute names become parameter paths: patch_embed1, block1_0, ..., norm1, ...
       setattr(self, f'patch_embed{i + 1}', embed)
       setattr(self, f'block{i + 1}', blocks)
-      setattr(self, f'norm{i + 1}', nn.LayerNorm(epsilon=1e-6, **common))
+      setattr(self, f'norm{i + 1}', nn.LayerNorm(epsilon=1e-6, dtype=self.dtype,
+                                                 param_dtype=self.param_dtype))
     if self.num_classes > 0:
-      self.head = layers.dense(self.num_classes, None, **common)
+      self.head = ops.dense(self.num_classes, kernel_init=dense_init, dtype=self.dtype,
+                            param_dtype=self.param_dtype)
 
   def features(self, x, train: bool = False) -> Tuple[jax.Array, ...]:
     """The four stage maps (strides 4, 8, 16, 32), NHWC, each after its stage norm."""

@@ -13,26 +13,21 @@ from typing import Any, Dict
 from absl import logging
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from smt_jax import labels
 from smt_jax import pretrained
 from smt_jax import weights
+from smt_jax.models import abstract_variables, init_input
 
-_INIT_SIZE = 32  # the model is size-agnostic; a small input keeps init cheap
+__all__ = ['abstract_variables', 'initial_variables']
 
 
 def _init_fn(model, seed: int):
   def init():
-    return model.init(jax.random.key(seed, impl='rbg'),
-                      jnp.zeros((1, _INIT_SIZE, _INIT_SIZE, 3), model.dtype), train=False)
+    return model.init(jax.random.key(seed, impl='rbg'), init_input(model), train=False)
   return init
-
-
-def abstract_variables(model) -> Dict[str, Any]:
-  return jax.eval_shape(_init_fn(model, 0))
 
 
 def _head_of_1k_from_22k(fresh_flat, loaded_flat):

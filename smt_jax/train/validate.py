@@ -13,6 +13,7 @@ import ml_collections
 from smt_jax import pretrained
 from smt_jax import weights
 from smt_jax.models import FIELDS, VARIANTS, create_model
+from smt_jax.models import ops as ops_lib
 from smt_jax.train import sharding
 
 _DTYPE_FIELDS = ('dtype', 'param_dtype')
@@ -31,6 +32,11 @@ def model_overrides(config: ml_collections.ConfigDict) -> Dict[str, Any]:
         fields[key] = jnp.dtype(fields[key])
       except TypeError:
         raise ConfigError(f'config.model.{key}={fields[key]!r} is not a dtype name.') from None
+  if 'ops' in fields:
+    try:
+      ops_lib.resolve(fields['ops'], 'config.model.ops')
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
   for key, value in fields.items():
     if isinstance(value, list):
       fields[key] = tuple(value)

@@ -1,19 +1,17 @@
-"""Every speed-motivated formulation computes the same function, forward and backward.
+"""Every op set and speed-motivated formulation computes the same function, forward and backward.
 
-The depthwise-conv formulations, MHMC's split and fused kernels, SAA's folded interleave,
-the 2-D matmuls, per-block rematerialization and chunked attention must change time and
-memory only.
+The CPU op set's matmuls and convolutions (shift depthwise conv with its hand-written
+gradient, im2col and patchify convs, the block-diagonal grouped 1x1 conv, 2-D matmuls),
+per-block rematerialization and chunked attention must change time and memory only, and
+every op set must declare the same parameters.
 """
-import itertools
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from smt_jax.models import attention, create_model, layers
-from smt_jax.models.smt import HeadMixer
+from smt_jax.models import abstract_variables, attention, cpu_ops, create_model, ops
+from smt_jax.models.layers import conv_init, dense_init
 
 TINY = dict(embed_dims=(16, 32, 64, 128), depths=(1, 1, 2, 1), num_classes=10)
 
@@ -46,116 +44,83 @@ def value_and_grads(fn, *args):
   return [value, *grads]
 
 
-@pytest.mark.parametrize('k', [3, 9])   # MHMC's 5 and 7: test_multi_kernel_depthwise_...
+@pytest.mark.parametrize('k', [3, 9])
 @pytest.mark.parametrize('kernel_grad', ['conv', 'conv in groups', 'images',
                                          'images in groups', 'columns', 'columns in chunks'])
 def test_depthwise_shift_equals_lax_forward_and_backward(k, kernel_grad, monkeypatch):
   x = jax.random.normal(jax.random.key(0), (4, 9, 13, 8))
   if kernel_grad == 'conv in groups':   # groups of 3, 3 and 2 channels
-    monkeypatch.setattr(layers, 'KERNEL_GRAD_CONV_GROUP', 3)
+    monkeypatch.setattr(cpu_ops, 'KERNEL_GRAD_CONV_GROUP', 3)
   elif kernel_grad != 'conv':
-    monkeypatch.setattr(layers, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
+    monkeypatch.setattr(cpu_ops, 'LAX_KERNEL_GRAD_MAX_CHANNELS', 4)
     # x is 13 wide: column sums from a minimum width of 13, image sums when it is 14.
-    monkeypatch.setattr(layers, 'COLUMN_SUM_MIN_WIDTH', 13 if 'columns' in kernel_grad else 14)
+    monkeypatch.setattr(cpu_ops, 'COLUMN_SUM_MIN_WIDTH', 13 if 'columns' in kernel_grad else 14)
   if kernel_grad == 'columns in chunks':   # two images per chunk, two chunks
-    monkeypatch.setattr(layers, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
-    assert layers._images_per_chunk(x) == 2
+    monkeypatch.setattr(cpu_ops, 'KERNEL_GRAD_CHUNK_BYTES', 2 * 4 * 9 * 13 * 8)
+    assert cpu_ops._images_per_chunk(x) == 2
   if kernel_grad == 'images in groups':   # at most 3 per sum: two groups of two images
-    monkeypatch.setattr(layers, 'IMAGES_PER_SUM', 3)
-  formulation = {'conv': layers._kernel_grad_by_conv, 'images': layers._kernel_grad_by_images,
-                 'columns': layers._kernel_grad_by_columns}[kernel_grad.split()[0]]
-  assert layers._kernel_grad_formulation(x) is formulation
+    monkeypatch.setattr(cpu_ops, 'IMAGES_PER_SUM', 3)
+  formulation = {'conv': cpu_ops._kernel_grad_by_conv, 'images': cpu_ops._kernel_grad_by_images,
+                 'columns': cpu_ops._kernel_grad_by_columns}[kernel_grad.split()[0]]
+  assert cpu_ops._kernel_grad_formulation(x) is formulation
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 8))
-  reference = value_and_grads(layers.depthwise_conv_lax, x, kernel)
-  assert_all_close(value_and_grads(layers.depthwise_conv_shift, x, kernel), reference)
-  y = jax.jit(layers.depthwise_conv_shift)(x, kernel)
-  assert_close(y, jax.jit(layers.depthwise_conv_lax)(x, kernel))
+  reference = value_and_grads(cpu_ops.depthwise_conv_lax, x, kernel)
+  assert_all_close(value_and_grads(cpu_ops.depthwise_conv_shift, x, kernel), reference)
+  y = jax.jit(cpu_ops.depthwise_conv_shift)(x, kernel)
+  assert_close(y, jax.jit(cpu_ops.depthwise_conv_lax)(x, kernel))
 
 
 def test_depthwise_shift_keeps_bfloat16_and_its_gradients_dtypes():
   x = jnp.ones((1, 5, 5, 4), jnp.bfloat16)
   kernel = jnp.ones((3, 3, 1, 4), jnp.bfloat16)
-  y, *grads = value_and_grads(layers.depthwise_conv_shift, x, kernel)
-  assert layers.depthwise_conv_shift(x, kernel).dtype == jnp.bfloat16
+  y, *grads = value_and_grads(cpu_ops.depthwise_conv_shift, x, kernel)
+  assert cpu_ops.depthwise_conv_shift(x, kernel).dtype == jnp.bfloat16
   assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
   assert np.isfinite(float(y))
 
 
-@pytest.mark.parametrize('dw_impl,mhmc_impl',
-                         list(itertools.product(['shift', 'lax'], ['split', 'fused'])))
-def test_multi_kernel_depthwise_formulations_agree(dw_impl, mhmc_impl):
-  """MHMC: four heads of 4 channels with kernels 3/5/7/9, against per-head lax convs."""
-  x = jax.random.normal(jax.random.key(0), (2, 11, 7, 16))
-  kernels = [jax.random.normal(jax.random.key(k), (k, k, 1, 4)) for k in (3, 5, 7, 9)]
-  biases = [jax.random.normal(jax.random.key(10 + i), (4,)) for i in range(4)]
-
-  def reference(x, *kernels):
-    xs = jnp.split(x, 4, axis=-1)
-    return jnp.concatenate([layers.depthwise_conv_lax(x_i, k_i) + b_i
-                            for x_i, k_i, b_i in zip(xs, kernels, biases)], axis=-1)
-
-  def formulation(x, *kernels):
-    return layers.multi_kernel_depthwise(x, kernels, biases, dw_impl, mhmc_impl)
-
-  assert_all_close(value_and_grads(formulation, x, *kernels),
-                   value_and_grads(reference, x, *kernels))
+# (kernel size, stride, padding, groups, bias, input (H, W, C), features): every kind of
+# convolution SMT has, and two that the CPU set passes on to XLA.
+CONVS = {
+    'depthwise 3x3': (3, 1, 1, 'all', True, (9, 13, 8), 8),
+    'depthwise 9x9': (9, 1, 4, 'all', True, (9, 13, 8), 8),
+    'stem 7x7/2': (7, 2, 3, 1, False, (9, 12, 3), 5),
+    'patch embed 3x3/2': (3, 2, 1, 1, True, (9, 12, 6), 5),
+    'patchify 2x2/2': (2, 2, 'VALID', 1, True, (9, 12, 6), 5),   # odd side: last row dropped
+    'pointwise': (1, 1, 'VALID', 1, True, (5, 6, 12), 7),
+    'grouped pointwise': (1, 1, 'VALID', 4, True, (5, 6, 12), 8),   # SAA's proj0
+    'grouped 3x3 (XLA)': (3, 1, 1, 2, True, (5, 6, 8), 4),
+    'asymmetric padding (XLA)': (3, 1, ((0, 2), (1, 1)), 1, True, (5, 6, 4), 4),
+}
 
 
-@pytest.mark.parametrize('impl', ['dense', 'grouped'])
-def test_head_mixer_equals_official_interleave_and_grouped_conv(impl):
-  """proj0 on head-major channels == interleave heads, then a grouped 1x1 conv."""
-  heads, groups, features = 4, 8, 64
-  s = jax.random.normal(jax.random.key(0), (2, 5, 6, heads * groups))
-  mixer = HeadMixer(features, heads, impl)
-  variables = mixer.init(jax.random.key(1), s)
-  variables = jax.tree.map(lambda v: jax.random.normal(jax.random.key(2), v.shape), variables)
-
-  def official(s, kernel, bias):
-    # torch: s_out[:, j*heads + i] = head i, channel j; Conv2d(groups=C/heads).
-    interleaved = s.reshape(*s.shape[:-1], heads, groups).swapaxes(-1, -2)
-    interleaved = interleaved.reshape(s.shape)
-    return jax.lax.conv_general_dilated(
-        interleaved, kernel, (1, 1), 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        feature_group_count=groups) + bias
-
-  def folded(s, kernel, bias):
-    return mixer.apply({'params': {'kernel': kernel, 'bias': bias}}, s)
-
-  params = variables['params']
-  assert_all_close(value_and_grads(folded, s, params['kernel'], params['bias']),
-                   value_and_grads(official, s, params['kernel'], params['bias']))
-
-
-def test_patchify_conv_equals_strided_conv():
-  x = jax.random.normal(jax.random.key(0), (2, 9, 12, 6))   # odd side: last row dropped
-  patchify = layers.PatchifyConv(5, 2)
-  conv = nn.Conv(5, (2, 2), strides=2, padding='VALID')
-  variables = patchify.init(jax.random.key(1), x)
-  variables = jax.tree.map(lambda v: jax.random.normal(jax.random.key(2), v.shape), variables)
-  assert_all_close(value_and_grads(lambda x, v: patchify.apply(v, x), x, variables),
-                   value_and_grads(lambda x, v: conv.apply(v, x), x, variables))
-
-
-@pytest.mark.parametrize('k,use_bias', [(3, True), (7, False)])
-def test_strided_conv_equals_flax_conv(k, use_bias):
-  x = jax.random.normal(jax.random.key(0), (2, 9, 12, 6))   # odd and even sides
-  strided = layers.StridedConv(5, k, 2, use_bias=use_bias)
-  conv = nn.Conv(5, (k, k), strides=2, padding=[(k // 2, k // 2)] * 2, use_bias=use_bias)
-  variables = strided.init(jax.random.key(1), x)   # weights at the init's scale
-  assert_all_close(value_and_grads(lambda x, v: strided.apply(v, x), x, variables),
-                   value_and_grads(lambda x, v: conv.apply(v, x), x, variables))
+@pytest.mark.parametrize('name', sorted(CONVS))
+def test_cpu_conv_equals_flax_conv(name):
+  k, stride, padding, groups, use_bias, shape, features = CONVS[name]
+  x = jax.random.normal(jax.random.key(0), (2, *shape))
+  groups = shape[-1] if groups == 'all' else groups
+  layer = lambda op_set: op_set.conv(features, (k, k), strides=stride, padding=padding,
+                                     feature_group_count=groups, use_bias=use_bias,
+                                     kernel_init=conv_init(groups))
+  variables = layer(ops.XLA).init(jax.random.key(1), x)   # weights at the init's scale
+  if use_bias:
+    variables = jax.tree.map(lambda v: v + 0.1, variables)
+  # The CPU set computes every kind of convolution SMT has without XLA's convolution.
+  jaxpr = str(jax.make_jaxpr(layer(ops.CPU).apply)(variables, x))
+  assert ('conv_general_dilated' in jaxpr) == name.endswith('(XLA)')
+  assert_all_close(value_and_grads(lambda x, v: layer(ops.CPU).apply(v, x), x, variables),
+                   value_and_grads(lambda x, v: layer(ops.XLA).apply(v, x), x, variables))
 
 
 @pytest.mark.parametrize('use_bias', [True, False])
-def test_dense_equals_flax_dense(use_bias):
-  x = jax.random.normal(jax.random.key(0), (2, 5, 7, 6))
-  ours = layers.Dense(4, use_bias=use_bias)
-  flax_dense = nn.Dense(4, use_bias=use_bias, kernel_init=layers.dense_init)
-  variables = ours.init(jax.random.key(1), x)
-  assert_close(variables, flax_dense.init(jax.random.key(1), x))   # same init, same tree
+@pytest.mark.parametrize('shape', [(2, 5, 7, 6), (3, 6)])
+def test_cpu_dense_equals_flax_dense(use_bias, shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  layer = lambda op_set: op_set.dense(4, use_bias=use_bias, kernel_init=dense_init)
+  variables = layer(ops.XLA).init(jax.random.key(1), x)
   variables = jax.tree.map(lambda v: jax.random.normal(jax.random.key(2), v.shape), variables)
-  assert_all_close(value_and_grads(lambda x, v: ours.apply(v, x), x, variables),
-                   value_and_grads(lambda x, v: flax_dense.apply(v, x), x, variables))
+  assert_all_close(value_and_grads(lambda x, v: layer(ops.CPU).apply(v, x), x, variables),
+                   value_and_grads(lambda x, v: layer(ops.XLA).apply(v, x), x, variables))
 
 
 def _has_transposed_output_gradient(matmul) -> bool:
@@ -166,9 +131,10 @@ def _has_transposed_output_gradient(matmul) -> bool:
   return 'f32[64,256]' in grad.lower(kernel).compile().as_text()
 
 
+@pytest.mark.cpu_only
 def test_linear_kernel_gradient_reads_the_output_gradient_as_it_lies_on_cpu():
   assert _has_transposed_output_gradient(lambda x, k: x @ k)   # what `linear` avoids
-  assert not _has_transposed_output_gradient(layers.linear)
+  assert not _has_transposed_output_gradient(cpu_ops.linear)
 
 
 def _model_outputs_and_grads(model, variables, images, labels):
@@ -185,7 +151,7 @@ def _model_outputs_and_grads(model, variables, images, labels):
 
 @pytest.fixture(name='tiny', scope='module')
 def tiny_fixture():
-  model = create_model('smt_t', **TINY)
+  model = create_model('smt_t', **TINY, ops='xla')
   images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
   labels = jnp.array([3, 7])
   # 'rbg' keys: XLA:CPU compiles this init in half the time it takes with threefry.
@@ -196,39 +162,42 @@ def tiny_fixture():
   variables = jax.tree.map(
       lambda v: v if v.dtype != jnp.float32 else np.asarray(v) + 0.1 * rng.normal(
           size=v.shape).astype(np.float32), jax.device_get(variables))
-  reference = _model_outputs_and_grads(
-      model.clone(dw_impl='lax', mhmc_impl='split', saa_impl='grouped'), variables, images,
-      labels)
+  reference = _model_outputs_and_grads(model, variables, images, labels)
   return model, variables, images, labels, reference
 
 
-@pytest.mark.parametrize('fields', [   # shift/fused is covered op-level (and compiles slowly)
-    dict(dw_impl='shift', mhmc_impl='split', saa_impl='dense'),
-    dict(dw_impl='lax', mhmc_impl='fused', saa_impl='grouped'),
-    dict(dw_impl='lax', remat='full'),
-    dict(dw_impl='lax', remat='dots'),
+@pytest.mark.parametrize('fields', [
+    dict(ops='cpu'),
+    dict(remat='full'),
+    dict(remat='dots'),
 ])
-def test_model_formulations_and_remat_give_identical_training_step(tiny, fields):
+def test_op_sets_and_remat_give_identical_training_step(tiny, fields):
   model, variables, images, labels, reference = tiny
   assert_all_close(
       _model_outputs_and_grads(model.clone(**fields), variables, images, labels), reference)
 
 
-def test_remat_and_formulations_keep_the_parameter_tree(tiny):
+def test_op_sets_and_remat_declare_the_same_parameters(tiny):
+  """Same tree, shapes, dtypes, and initial values from the same key."""
   model, variables, images, _, _ = tiny
   shapes = lambda v: jax.tree.map(lambda a: (a.shape, a.dtype), v)
-  for fields in (dict(remat='full'), dict(remat='dots'), dict(mhmc_impl='fused'),
-                 dict(saa_impl='grouped'), dict(saa_impl='dense')):
-    other = jax.eval_shape(model.clone(**fields).init, jax.random.key(1), images)
-    assert shapes(other) == shapes(variables)
+  for fields in (dict(ops='cpu'), dict(ops=ops.CPU), dict(remat='full'), dict(remat='dots')):
+    assert shapes(abstract_variables(model.clone(**fields))) == shapes(variables)
+  init = lambda m: jax.jit(m.init)(jax.random.key(1, impl='rbg'), images)
+  jax.tree.map(np.testing.assert_array_equal, init(model.clone(ops='cpu')), init(model))
   assert 'block3_1' in variables['params'] and 'local_conv_4' in (
       variables['params']['block1_0']['attn'])
 
 
-def test_unknown_formulation_names_are_rejected():
+def test_auto_picks_the_set_for_the_default_backend():
+  expected = ops.CPU if jax.default_backend() == 'cpu' else ops.XLA
+  assert ops.resolve('auto') is expected
+  assert ops.resolve(ops.CPU) is ops.CPU and ops.resolve('xla') is ops.XLA
+
+
+def test_unknown_names_are_rejected():
   x = jnp.ones((1, 32, 32, 3))
-  for fields in (dict(remat='sometimes'), dict(dw_impl='fft'), dict(mhmc_impl='one'),
-                 dict(saa_impl='sparse')):
+  for fields in (dict(remat='sometimes'), dict(ops='fast')):
     with pytest.raises(ValueError, match=next(iter(fields))):
       jax.eval_shape(create_model('smt_t', **TINY, **fields).init, jax.random.key(0), x)
 
@@ -250,8 +219,10 @@ def test_attention_equals_softmax_of_scaled_scores():
 
 
 def test_unusable_cudnn_attention_warns_and_falls_back(monkeypatch, caplog):
-  # On CPU jax's cuDNN attention raises RuntimeError: the failure the fallback is for.
+  def unavailable(*args, **kwargs):
+    raise RuntimeError('cuDNN is not available')   # what an old or missing cuDNN raises
   monkeypatch.setattr(attention, '_use_cudnn', lambda q: True)
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', unavailable)
   q, k, v = (jax.random.normal(jax.random.key(i), (2, 10, 3, 8)) for i in range(3))
   with caplog.at_level('WARNING'):
     out = attention.dot_product_attention(q, k, v)

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from smt_jax.models import create_model
+from smt_jax.models import abstract_variables, create_model
 from smt_jax.train import optim
 from smt_jax.train import train_step as train_step_lib
 import train_helpers
@@ -59,8 +59,7 @@ def test_steps_from_epochs_or_explicit():
 def smt_params():
   model = create_model('smt_t', embed_dims=(8, 16, 32, 64), depths=(2, 2, 2, 1),
                        num_classes=4)
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))[
-      'params']
+  return abstract_variables(model)['params']
 
 
 def test_weight_decay_skips_one_dimensional_parameters(smt_params):

@@ -18,6 +18,7 @@ def no_compilation(monkeypatch):
     ({'model.name': 'smt_xl'}, 'config.model.name'),
     ({'model.window': 7}, 'config.model has unknown field'),
     ({'model.dtype': 'float17'}, 'config.model.dtype'),
+    ({'model.ops': 'fast'}, 'config.model.ops must be one of auto, xla, cpu'),
     ({'batch_size': 12, 'optim.grad_accum_steps': 8}, 'config.batch_size=12'),
     ({'batch_size': 0}, 'config.batch_size=0'),
     ({'mesh.data': 2}, 'config.mesh'),
