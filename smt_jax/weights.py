@@ -22,7 +22,7 @@ class WeightsError(ValueError):
 
 
 _MAKE_WEIGHTS = ('Make one with `python -m smt_jax.convert --checkpoint=OFFICIAL.pth --model=smt_t '
-                 '--output_dir=DIR` (official weights) or `python -m smt_jax.export '
+                 '--output_dir=DIR` (official weights) or `python -m smt_jax.tools.export '
                  '--checkpoint=WEIGHTS --output_dir=DIR --format=orbax`.')
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from smt_jax import summary
+from smt_jax.tools import summary
 from smt_jax.models import create_model, layers
 
 OFFICIAL = {  # parameters and GMACs at 224x224, from the official code
@@ -50,7 +50,7 @@ def test_compute_matches_official_macs(name):
 
 def test_xla_flops_are_twice_the_macs_plus_a_little():
   # XLA counts every operation, not only multiply-accumulates: at least 2 x MACs, and
-  # the normalization/activation overhead stays a small fraction (see smt_jax/summary.py).
+  # the normalization/activation overhead stays a small fraction (see smt_jax/tools/summary.py).
   # One variant: the others have the same layers, and each costs a full compilation.
   model = create_model('smt_t')
   macs = summary.count_macs(model, 224)

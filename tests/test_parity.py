@@ -5,7 +5,7 @@ import pytest
 
 from smt_jax.convert import torch_to_flax
 from smt_jax.models import SMT
-from smt_jax.summary import count_params
+from smt_jax.tools.summary import count_params
 
 TOLERANCE = 1e-4
 

@@ -36,4 +36,4 @@ def test_a_path_without_weights_gets_one_message_naming_the_commands(tmp_path, m
   assert message.startswith(f'The weights checkpoint {path} {problem}'), message
   assert ('; expected a weights checkpoint directory holding the orbax items `variables` and '
           '`model`. Make one with') in message
-  assert 'python -m smt_jax.convert' in message and 'python -m smt_jax.export' in message
+  assert 'python -m smt_jax.convert' in message and 'python -m smt_jax.tools.export' in message

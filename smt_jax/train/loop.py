@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from smt_jax import data
-from smt_jax import xla_options
+from smt_jax.train import xla_options
 from smt_jax.train import checkpointing
 from smt_jax.train import digits
 from smt_jax.train import init as init_lib

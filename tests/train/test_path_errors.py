@@ -36,7 +36,7 @@ def test_main(image_folder, tmp_path, setting):
 
 def test_export_of_a_training_workdir(trained, tmp_path):
   _, reference_dir, _, _ = trained
-  returncode, stderr = _run('smt_jax.export', f'--checkpoint={reference_dir}',
+  returncode, stderr = _run('smt_jax.tools.export', f'--checkpoint={reference_dir}',
                             f'--output_dir={tmp_path / "out"}')
   assert returncode == 1 and 'Traceback' not in stderr, stderr[-3000:]
   error = stderr.strip().splitlines()[-1]

@@ -22,7 +22,7 @@ def _bench(tmp_path, *flags):
   config.write_text(CONFIG)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
   return subprocess.run(
-      [sys.executable, '-m', 'smt_jax.bench_input', f'--config={config}', *flags],
+      [sys.executable, '-m', 'smt_jax.tools.bench_input', f'--config={config}', *flags],
       capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
 
 

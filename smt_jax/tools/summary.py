@@ -1,6 +1,6 @@
 """Per-stage summary of an SMT variant: shapes, blocks, exact parameters, MACs, XLA FLOPs.
 
-    python -m smt_jax.summary --model=smt_t [--image_size=224]
+    python -m smt_jax.tools.summary --model=smt_t [--image_size=224]
 
 Two compute figures, because they count different things. MACs are the multiply-
 accumulates of every matmul and convolution (attention included), counted from the

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from testvectors import Vector
-from smt_jax import export, weights
+from smt_jax import weights
+from smt_jax.tools import export
 from smt_jax.convert import torch_to_flax
 from smt_jax.models import SMT
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 64
 
 # Runs in a fresh interpreter that imports TensorFlow and nothing of JAX or smt_jax.
@@ -47,7 +48,7 @@ def _images(batch):
 def test_savedmodel_serves_the_same_logits_with_tensorflow_alone(checkpoint, tmp_path):
   out = tmp_path / 'savedmodel'
   result = subprocess.run(
-      [sys.executable, '-m', 'smt_jax.export', f'--checkpoint={checkpoint}',
+      [sys.executable, '-m', 'smt_jax.tools.export', f'--checkpoint={checkpoint}',
        f'--output_dir={out}', '--format=savedmodel', f'--image_size={IMAGE_SIZE}'],
       cwd=REPO, capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr

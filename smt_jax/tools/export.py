@@ -1,6 +1,6 @@
 """Export a trained or converted SMT for serving.
 
-    python -m smt_jax.export --checkpoint=DIR --output_dir=OUT --format=orbax|savedmodel
+    python -m smt_jax.tools.export --checkpoint=DIR --output_dir=OUT --format=orbax|savedmodel
 
 - orbax: an inference-only weights checkpoint (variables + model config, no optimizer
   state) that `smt_jax.weights.load` restores without the training code.

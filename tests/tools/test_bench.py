@@ -11,9 +11,9 @@ import sys
 
 import jax
 
-from smt_jax import bench
+from smt_jax.tools import bench
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 FIELDS = {'images_per_sec', 'step_ms', 'tflops_per_sec', 'gflops_per_step', 'peak_memory_gb',
           'compile_s', 'device'}
 SMALL = dict(model_name='smt_t', batch=2, image_size=64, steps=1, warmup=1)
@@ -42,7 +42,7 @@ def test_command_line_prints_one_json_line():
   env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS='1',
              PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
   result = subprocess.run(
-      [sys.executable, '-m', 'smt_jax.bench', '--model=smt_t', '--batch=2', '--image_size=64',
+      [sys.executable, '-m', 'smt_jax.tools.bench', '--model=smt_t', '--batch=2', '--image_size=64',
        '--steps=1', '--warmup=1', '--mode=infer'],
       capture_output=True, text=True, env=env, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

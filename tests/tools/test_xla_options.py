@@ -2,8 +2,8 @@
 import jax.numpy as jnp
 import pytest
 
-from smt_jax import bench
-from smt_jax import xla_options
+from smt_jax.tools import bench
+from smt_jax.train import xla_options
 from smt_jax.models import create_model
 
 

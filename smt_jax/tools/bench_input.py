@@ -1,8 +1,8 @@
 r"""Training input pipeline throughput: images per second, and per CPU core.
 
-  python -m smt_jax.bench_input --config=configs/smt_t.py --config.batch_size=128 \
+  python -m smt_jax.tools.bench_input --config=configs/smt_t.py --config.batch_size=128 \
       --config.data_dir=gs://BUCKET/tensorflow_datasets
-  python -m smt_jax.bench_input --config=configs/smt_t.py --config.batch_size=128 --mock
+  python -m smt_jax.tools.bench_input --config=configs/smt_t.py --config.batch_size=128 --mock
 
 Runs the real training pipeline (decode, random resized crop, flip, RandAugment, batching)
 as one process and times it; no accelerator is used. `config.batch_size` is the batch of

@@ -1,6 +1,6 @@
 """Throughput benchmark of an SMT variant on the default JAX device.
 
-    python -m smt_jax.bench --model=smt_t --batch=32 --mode=infer|train \
+    python -m smt_jax.tools.bench --model=smt_t --batch=32 --mode=infer|train \
         [--image_size=224] [--dtype=float32|bfloat16] [--ops=auto|xla|cpu] \
         [--remat=none|full|dots] [--noretain_host_memory]
 
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from smt_jax import summary
-from smt_jax import xla_options
+from smt_jax.tools import summary
+from smt_jax.train import xla_options
 from smt_jax.models import create_model, init_input
 from smt_jax.models import ops as ops_lib
 from smt_jax.models.smt import REMAT_POLICIES
