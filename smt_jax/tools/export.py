@@ -71,11 +71,16 @@ def main(argv):
   print(f'Wrote {FLAGS.format} export to {os.path.abspath(FLAGS.output_dir)}')
 
 
-if __name__ == '__main__':
-  flags.DEFINE_string('checkpoint', None, 'A weights checkpoint (from smt_jax.convert or '
-                      'training).')
+def _define_flags():
+  """Flags live here, not at import, so importing this module defines no flags."""
+  flags.DEFINE_string('checkpoint', None, 'A weights checkpoint (from smt_jax.convert, '
+                      'smt_jax.weights.save or an orbax export).')
   flags.DEFINE_string('output_dir', None, 'Where to write the export (must be new).')
   flags.DEFINE_enum('format', 'orbax', ['orbax', 'savedmodel'], 'What to write.')
   flags.DEFINE_integer('image_size', 224, 'Serving image size (savedmodel).')
   flags.mark_flags_as_required(['checkpoint', 'output_dir'])
+
+
+if __name__ == '__main__':
+  _define_flags()
   app.run(main)
