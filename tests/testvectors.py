@@ -1,13 +1,10 @@
-"""The official-code test vectors (see ../shared/testvectors/README.md)."""
+"""The official-code test vectors, kept in the repository (see testdata/official_smt/README.md)."""
 import json
-import os
 import pathlib
 
 import numpy as np
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-TESTVECTORS = pathlib.Path(os.environ.get('SMT_TESTVECTORS',
-                                          REPO.parent / 'shared' / 'testvectors'))
+TESTVECTORS = pathlib.Path(__file__).resolve().parent / 'testdata' / 'official_smt'
 CASES = ('smt_micro_a', 'smt_micro_b', 'smt_micro_c')
 
 
@@ -15,10 +12,6 @@ class Vector:
   """One official-code output file: model fields, input, outputs and state_dict."""
 
   def __init__(self, name):
-    if not (TESTVECTORS / 'configs.json').is_file():
-      raise FileNotFoundError(
-          f'Test vectors not found in {TESTVECTORS}; set SMT_TESTVECTORS to the folder '
-          'holding configs.json and smt_micro_*.npz.')
     config = json.loads((TESTVECTORS / 'configs.json').read_text())[name]
     self.name = name
     self.fields = {k: tuple(v) if isinstance(v, list) else v

@@ -103,7 +103,7 @@ class TfdsSource:
         f"Dataset '{name}' is not prepared in data_dir '{root}' (searched "
         f"'{os.fspath(self.builder.data_dir)}'). Prepare it once with\n"
         f"  tfds build {name}{manual} --data_dir={data_dir or root}\n"
-        "(README, 'Preparing ImageNet'), or set config.data_dir to where it was prepared.")
+        "(docs/data.md, 'Preparing ImageNet'), or set config.data_dir to where it was prepared.")
 
   def _as_dataset(self, split: str, add_id: bool = False) -> tf.data.Dataset:
     return self.builder.as_dataset(
