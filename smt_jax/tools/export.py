@@ -8,6 +8,7 @@
   takes uint8 images [batch, H, W, 3] (H = W = --image_size), normalizes them inside,
   and returns logits; TensorFlow Serving or plain TensorFlow can run it without JAX.
 """
+import contextlib
 import os
 import sys
 from typing import Any, Dict
@@ -32,6 +33,51 @@ def serving_fn(model: SMT):
   return serve
 
 
+@contextlib.contextmanager
+def _stablehlo_that_tensorflow_reads():
+  """Makes jax2tf write StableHLO that TensorFlow's XlaCallModule can load and run.
+
+  XlaCallModule reads the module with the StableHLO built into TensorFlow, which lags jax's:
+  - jax serializes for consumers at most four weeks older, so jax 0.12 writes the shape
+    assertions of the dynamic batch as `vhlo.custom_call_v2`, which TensorFlow 2.21 (StableHLO
+    1.13.7) cannot deserialize. Twelve weeks covers a TensorFlow release (the oldest target of
+    all cannot express what the model needs).
+  - jax 0.12 keeps `chlo.erfc` (exact GELU) as a StableHLO composite, whose decomposition
+    TensorFlow 2.21 cannot refine to the batch it is called with. Lowering erfc to jax's own
+    elementwise formula, as jax does for its highest accuracy, writes plain StableHLO ops.
+  jax offers no option for either, hence the swaps for the export's duration.
+  """
+  from jax._src.export import _export  # pylint: disable=g-import-not-at-top
+  from jax._src.interpreters import mlir as jax_mlir  # pylint: disable=g-import-not-at-top
+  from jax._src.lax import special  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir.dialects import hlo  # pylint: disable=g-import-not-at-top
+  from jax.extend import backend, mlir  # pylint: disable=g-import-not-at-top
+  try:
+    from jax._src.lax.erf import erfc_impl  # pylint: disable=g-import-not-at-top
+  except ImportError:  # older jax: its serializer expands chlo.erfc itself
+    erfc_impl = None
+
+  target = hlo.get_version_from_compatibility_requirement(
+      hlo.StablehloCompatibilityRequirement.WEEK_12)
+  def to_bytecode(module):
+    return mlir.serialize_portable_artifact(module, target,
+                                            backend.get_backend().serialize_with_sdy)
+  def lower_erfc(ctx, x, **unused_params):
+    return jax_mlir.lower_fun(erfc_impl, multiple_results=False)(ctx, x)
+
+  # pylint: disable=protected-access
+  default_bytecode, default_erfc = _export._module_to_bytecode, jax_mlir._lowerings[special.erfc_p]
+  _export._module_to_bytecode = to_bytecode
+  if erfc_impl is not None:
+    jax_mlir.register_lowering(special.erfc_p, lower_erfc)
+  try:
+    yield
+  finally:
+    _export._module_to_bytecode = default_bytecode
+    jax_mlir._lowerings[special.erfc_p] = default_erfc
+  # pylint: enable=protected-access
+
+
 def export_savedmodel(model: SMT, variables: Dict[str, Any], output_dir: str,
                       image_size: int) -> None:
   """Writes a SavedModel whose batch dimension is dynamic and whose weights are variables."""
@@ -47,7 +93,8 @@ def export_savedmodel(model: SMT, variables: Dict[str, Any], output_dir: str,
   module.serve = tf.function(lambda images: {'logits': converted(module.variables_tree,
                                                                  images)},
                              input_signature=[signature], autograph=False)
-  tf.saved_model.save(module, output_dir, signatures={'serving_default': module.serve})
+  with _stablehlo_that_tensorflow_reads():  # jax2tf serializes when TensorFlow traces
+    tf.saved_model.save(module, output_dir, signatures={'serving_default': module.serve})
 
 
 def export(checkpoint: str, output_dir: str, fmt: str, image_size: int = 224) -> None:
