@@ -120,7 +120,8 @@ def test_damaged_newest_step_is_moved_aside_and_the_previous_resumes(
   assert 'resumed from step 32' in reports[0], reports[0]
   if damage is not delete_commit_marker:  # the message names the array
     assert re.search(r'is damaged \((opt_state|params|batch_stats)\.[\w.]+: ', reports[0])
-  assert 'Resuming from checkpoint step 32' in log
+  assert 'resuming at step 32' in log  # the start line on the terminal
+  assert 'Resuming from checkpoint step 32' in (workdir / 'log.txt').read_text()
   aside = workdir / 'checkpoints' / 'damaged' / '40'
   assert _files(aside) == damaged_files  # kept as it was, for inspection
   assert train_helpers.checkpoint_steps(str(workdir))[-1] == 40  # written anew
@@ -163,7 +164,8 @@ def test_failed_save_stops_with_the_directory_and_keeps_previous_checkpoints(
   error = errors[0]
   assert error.startswith(
       f'error: Could not write checkpoint step 40 to {workdir}/checkpoints: '), error
-  assert 'File too large' in error, error
+  # EFBIG, reported by the writer as the OS names it or as its own write error.
+  assert 'File too large' in error or 'Error writing local file' in error, error
   assert 'unchanged (newest: step 32)' in error, error
   assert train_helpers.checkpoint_steps(str(workdir)) == [32]
   after = _files(workdir / 'checkpoints')

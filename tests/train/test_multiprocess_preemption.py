@@ -10,6 +10,7 @@ show a read failing on one process only; the exchange of read outcomes in
 Checkpointer.restore_latest is what handles that case.
 """
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -42,6 +43,15 @@ def _finish(children, log_stem):
   return logs
 
 
+def _resumed_steps(workdir: pathlib.Path):
+  """The step each process last resumed from, read from its log file in `workdir`."""
+  steps = []
+  for name in ('log.txt', 'log.process_1.txt'):
+    found = re.findall(r'Resuming from checkpoint step (\d+) in', (workdir / name).read_text())
+    steps.append(int(found[-1]) if found else None)
+  return steps
+
+
 def test_sigterm_to_every_process_saves_one_step_and_resumes(image_folder, tmp_path):
   config = train_helpers.tiny_config(image_folder, num_train_steps=STEPS, eval_every_steps=0,
                                      checkpoint_every_steps=8, keep_checkpoints=3)
@@ -71,14 +81,12 @@ def test_sigterm_to_every_process_saves_one_step_and_resumes(image_folder, tmp_p
   largest = max(shards.iterdir(), key=lambda p: p.stat().st_size)
   os.truncate(largest, largest.stat().st_size // 3)
 
-  resumed = _finish(_start(config_path, workdir, str(tmp_path / 'resumed'),
-                           train_helpers.free_port()), str(tmp_path / 'resumed'))
-  for log in resumed:
-    assert f'Resuming from checkpoint step {stopped_at} in' in log
+  _finish(_start(config_path, workdir, str(tmp_path / 'resumed'), train_helpers.free_port()),
+          str(tmp_path / 'resumed'))
+  assert _resumed_steps(workdir) == [stopped_at, stopped_at]
   fallback = _finish(_start(config_path, damaged, str(tmp_path / 'fallback'),
                             train_helpers.free_port()), str(tmp_path / 'fallback'))
-  for log in fallback:
-    assert 'Resuming from checkpoint step 8 in' in log
+  assert _resumed_steps(damaged) == [8, 8]
   report = re.escape(f'Checkpoint step {stopped_at} in {damaged}/checkpoints is damaged ')
   assert re.search(report + r'\(process [01]: [\w.]+: OUT_OF_RANGE', fallback[0]), (
       fallback[0][-4000:])
