@@ -6,7 +6,6 @@ Every field can be overridden on the command line, e.g. `--config.batch_size=409
 import ml_collections
 
 from smt_jax.data import default_aug_config
-from smt_jax.train import sharding
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -55,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh.data = -1
   config.mesh.fsdp = 1
   config.mesh.min_shard_size = 2 ** 14
-  config.mesh.rules = sharding.DEFAULT_RULES
+  config.mesh.rules = (('.*', 'fsdp'),)
 
   # Schedule.
   config.num_epochs = 300

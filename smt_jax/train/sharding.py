@@ -20,11 +20,7 @@ from smt_jax.train.optim import path_str
 
 AXES = ('data', 'fsdp')
 BATCH_AXES = AXES  # the batch is split over every device
-# SAA's grouped 1x1 conv (proj0) and the BatchNorm after it stay whole: with their output
-# channels split over 'fsdp', XLA's SPMD partitioner (jax 0.10.2, simulated CPU devices)
-# computes SAA wrongly (logits 1e-3 off), while the same model with those leaves whole
-# matches one device to 1e-6. They are small (4 x channels), so nothing is lost.
-DEFAULT_RULES = ((r'.*attn/(proj0|bn)/.*', 'replicate'), ('.*', 'fsdp'))
+DEFAULT_RULES = (('.*', 'fsdp'),)
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> Tuple[int, int]:

@@ -35,14 +35,6 @@ def test_fsdp_rule_splits_the_largest_divisible_axis_of_large_tensors():
   assert sharding.spec_for('params/x', (4096,), rules, 1, 1024) == P()
 
 
-def test_saa_grouped_conv_and_its_batchnorm_stay_whole():
-  rules = sharding.DEFAULT_RULES
-  for path in ('params/block2_0/attn/proj0/kernel', 'opt_state/1/mu/block2_0/attn/bn/scale'):
-    assert sharding.spec_for(path, (1, 1, 4, 4096), rules, 4, 1) == P()
-  assert sharding.spec_for('params/block2_0/attn/proj1/kernel', (1, 1, 512, 256), rules, 4,
-                           1) == P(None, None, 'fsdp', None)
-
-
 def test_rules_match_in_order():
   rules = (('.*/head/.*', 'replicate'), ('params/.*kernel', (None, 'data')), ('.*', 'fsdp'))
   assert sharding.spec_for('params/head/kernel', (512, 1024), rules, 4, 1) == P()
