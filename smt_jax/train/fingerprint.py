@@ -18,18 +18,12 @@ import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 
+from smt_jax.train.optim import path_str
+
 
 def leaf_name(path) -> str:
   """'opt_state.1.mu.block1_0.attn.q.kernel': the name orbax gives the array on disk."""
-  parts = []
-  for key in path:
-    for attr in ('name', 'key', 'idx'):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return '.'.join(parts)
+  return path_str(path, '.')
 
 
 def _bits(x: jax.Array) -> jax.Array:

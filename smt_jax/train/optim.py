@@ -57,8 +57,8 @@ def lr_schedule(base_lr: float, warmup_lr: float, min_lr: float, warmup_steps: i
   return schedule
 
 
-def path_str(path) -> str:
-  """'params/block3_5/attn/kv/kernel'-style name of a pytree key path."""
+def path_str(path, sep: str = '/') -> str:
+  """'params/block3_5/attn/kv/kernel'-style name of a pytree key path (joined by `sep`)."""
   parts = []
   for key in path:
     for attr in ('key', 'name', 'idx'):
@@ -67,7 +67,7 @@ def path_str(path) -> str:
         break
     else:
       parts.append(str(key))
-  return '/'.join(parts)
+  return sep.join(parts)
 
 
 def decay_mask(params) -> Any:
