@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from smt_jax import weights
+from smt_jax.labels import IMAGENET_22K_CLASSES
 from smt_jax.models import SMT, abstract_variables, create_model
 from smt_jax.models.layers import dense_init
 
-IMAGENET_22K_CLASSES = 21841
 
 # Flax module names whose official name differs (path segment -> official segments).
 _RENAMES = {

@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from smt_jax import convert
 from smt_jax import download
+from smt_jax import labels
 from smt_jax import weights
 from smt_jax.models import SMT, create_model
 
@@ -41,7 +42,7 @@ RELEASES = {
     'smt_t': Release('smt_tiny.pth', 'smt_t', 1000, 224, True),
     'smt_s': Release('smt_small.pth', 'smt_s', 1000, 224, True),
     'smt_b': Release('smt_base.pth', 'smt_b', 1000, 224, True),
-    'smt_l_22k': Release('smt_large_22k.pth', 'smt_l', convert.IMAGENET_22K_CLASSES, 224, True),
+    'smt_l_22k': Release('smt_large_22k.pth', 'smt_l', labels.IMAGENET_22K_CLASSES, 224, True),
     'smt_l_22k_224_ft': Release('smt_large_22k_224_ft.pth', 'smt_l', 1000, 224, True),
     'smt_l_22k_384_ft': Release('smt_large_22k_384_ft.pth', 'smt_l', 1000, 384, False),
 }
