@@ -30,8 +30,8 @@ from orbax.checkpoint import checkpoint_managers
 from smt_jax.train import fingerprint
 
 BEST_METRIC = 'eval/top1'
-# Orbax writes this file into a step directory as the last part of a save, on every
-# file system; a step without it was not finished (or not completely copied).
+# Orbax (0.12.3 on) writes this file into a step directory as the last part of a save, on
+# every file system; a step without it was not finished (or not completely copied).
 COMMIT_MARKER = 'commit_success.txt'
 DAMAGED = 'damaged'
 
