@@ -7,6 +7,7 @@ Every Flax leaf has exactly one official state_dict key (see `official_key`), so
 conversion either maps every key or stops with one error naming every missing,
 unexpected and wrong-shape key. Nothing is left at random init unless asked for with
 `head='reset'`, which starts a new classifier (fine-tuning to other classes).
+`upernet_to_flax` converts the UperNet segmentation heads the same way.
 """
 import os
 import re
@@ -102,27 +103,11 @@ def torch_to_flax(state_dict: Mapping[str, Any], model: SMT, *, head: str = 'kee
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract))
   given = {k: v for k, v in state_dict.items() if not (head == 'reset' and _is_head(k))}
 
-  converted, missing, wrong_shape, expected_keys = {}, [], [], set()
-  for path, leaf in flat.items():
-    if head == 'reset' and path[1] == 'head':
-      continue
-    key = official_key(path[1:])
-    expected_keys.add(key)
-    if key not in given:
-      missing.append(f'  {key}: expected {_torch_shape(leaf.shape, path[-1])}')
-      continue
-    array = _to_flax_layout(_as_numpy(given[key]), path[-1])
-    if array.shape != leaf.shape:
-      wrong_shape.append(f'  {key}: expected {_torch_shape(leaf.shape, path[-1])}, '
-                         f'found {_torch_shape(array.shape, path[-1])}')
-      continue
-    converted[path] = array.astype(leaf.dtype)
-  unexpected = [f'  {k}: {tuple(_as_numpy(v).shape)}'
-                for k, v in given.items() if k not in expected_keys]
-
-  if missing or unexpected or wrong_shape:
-    raise CheckpointMismatchError(_mismatch_message(model, state_dict, missing, unexpected,
-                                                    wrong_shape))
+  if head == 'reset':
+    flat = {path: leaf for path, leaf in flat.items() if path[1] != 'head'}
+  converted, problems = _match(flat, given, official_key)
+  if problems:
+    raise CheckpointMismatchError(_mismatch_message(model, state_dict, problems))
   variables = flax.traverse_util.unflatten_dict(converted)
   if head == 'reset' and model.num_classes > 0:
     if rng is None:
@@ -139,15 +124,38 @@ def _torch_shape(shape, leaf):
   return tuple(_to_torch_layout(np.empty(shape, np.bool_), leaf).shape)
 
 
-def _mismatch_message(model, state_dict, missing, unexpected, wrong_shape) -> str:
-  lines = ['The state_dict does not fit the model '
-           f'(embed_dims={tuple(model.embed_dims)}, depths={tuple(model.depths)}, '
-           f'num_classes={model.num_classes}).']
+def _match(flat, given, key_fn):
+  """Flax leaves (path -> abstract leaf) filled from `given` (state_dict key -> array) by
+  `key_fn(path without the collection)`; also the lines listing every missing, unexpected
+  and wrong-shape key (none when everything fits)."""
+  converted, missing, wrong_shape, expected_keys = {}, [], [], set()
+  for path, leaf in flat.items():
+    key = key_fn(path[1:])
+    expected_keys.add(key)
+    if key not in given:
+      missing.append(f'  {key}: expected {_torch_shape(leaf.shape, path[-1])}')
+      continue
+    array = _to_flax_layout(_as_numpy(given[key]), path[-1])
+    if array.shape != leaf.shape:
+      wrong_shape.append(f'  {key}: expected {_torch_shape(leaf.shape, path[-1])}, '
+                         f'found {_torch_shape(array.shape, path[-1])}')
+      continue
+    converted[path] = array.astype(leaf.dtype)
+  unexpected = [f'  {k}: {tuple(_as_numpy(v).shape)}'
+                for k, v in given.items() if k not in expected_keys]
+  problems = []
   for title, items in (('Missing keys', missing), ('Unexpected keys', unexpected),
                        ('Wrong shapes', wrong_shape)):
     if items:
-      lines.append(f'{title} ({len(items)}):')
-      lines.extend(items)
+      problems.append(f'{title} ({len(items)}):')
+      problems.extend(items)
+  return converted, problems
+
+
+def _mismatch_message(model, state_dict, problems) -> str:
+  lines = ['The state_dict does not fit the model '
+           f'(embed_dims={tuple(model.embed_dims)}, depths={tuple(model.depths)}, '
+           f'num_classes={model.num_classes}).', *problems]
   if 'head.weight' in state_dict:
     classes = _as_numpy(state_dict['head.weight']).shape[0]
     if classes != model.num_classes:
@@ -172,6 +180,52 @@ def flax_to_torch(variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
       array = array.astype(np.int64)
     out[official_key(path[1:])] = array
   return out
+
+
+# transformers' UperNet names -> mmseg's, which the Flax heads use.
+_TRANSFORMERS_UPERNET = {'batch_norm': 'bn', 'classifier': 'conv_seg'}
+
+
+def upernet_key(path: Tuple[str, ...]) -> str:
+  """mmseg state_dict key, without the head's prefix, of the UPerHead or FCNHead leaf at
+  `path` (collection excluded): lateral_convs_0/bn/scale -> lateral_convs.0.bn.weight."""
+  parts = []
+  for name in path[:-1]:
+    indexed = re.fullmatch(r'(\w+?)_(\d+)', name)
+    if not indexed:
+      parts.append(name)
+      continue
+    parts.extend(indexed.groups())
+    if indexed[1] == 'psp_modules':
+      parts.append('1')  # item 0 of mmseg's nn.Sequential is the pooling, 1 the conv
+  parts.append(_LEAVES.get(path[-1], path[-1]))
+  return '.'.join(parts)
+
+
+def upernet_to_flax(state_dict: Mapping[str, Any], variables: Mapping[str, Any],
+                    prefix: str) -> Dict[str, Any]:
+  """{'params', 'batch_stats'} of a UPerHead or FCNHead (smt_jax.models.upernet) from an
+  mmseg or transformers UperNet state_dict, strictly.
+
+  Args:
+    state_dict: key -> numpy array or torch tensor, with mmseg's names
+      (decode_head.lateral_convs.0.bn.weight) or transformers' (batch_norm, classifier).
+    variables: the head's variables, or their shapes (jax.eval_shape of its init): the
+      tree to fill.
+    prefix: the head's keys start with this ('decode_head.' or 'auxiliary_head.'), which is
+      stripped; keys without it are ignored.
+  """
+  given = {}
+  for key, value in state_dict.items():
+    if key.startswith(prefix):
+      parts = key[len(prefix):].split('.')
+      given['.'.join(_TRANSFORMERS_UPERNET.get(p, p) for p in parts)] = value
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(dict(variables)))
+  converted, problems = _match(flat, given, upernet_key)
+  if problems:
+    raise CheckpointMismatchError('\n'.join(
+        [f'The {prefix!r} keys of the state_dict do not fit the head.', *problems]))
+  return flax.traverse_util.unflatten_dict(converted)
 
 
 def load_state_dict(path: str, prefix: str = '') -> Dict[str, Any]:
