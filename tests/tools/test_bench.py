@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from smt_jax.tools import bench
 
@@ -27,7 +28,17 @@ def _check_figures(result):
   assert abs(result['images_per_sec'] * result['step_ms'] / 1e3 - 2) < 0.01
 
 
-def test_train_and_infer_figures():
+@pytest.fixture
+def fast_compilation():
+  """Most XLA optimizations off: about half the compile time, and no figure checked here
+  depends on the compiled code's speed."""
+  before = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', before)
+
+
+def test_train_and_infer_figures(fast_compilation):
   # A shallow SMT-T: the same layers as the full one, a fraction of the compile time.
   small = dict(SMALL, depths=(1, 1, 2, 1))
   train, infer = bench.run(mode='train', **small), bench.run(mode='infer', **small)
@@ -38,7 +49,7 @@ def test_train_and_infer_figures():
 
 
 def test_command_line_prints_one_json_line():
-  # Unoptimized code compiles in about half the time; no figure here depends on its speed.
+  # As fast_compilation, in the child process.
   env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS='1',
              PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
   result = subprocess.run(
