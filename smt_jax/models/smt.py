@@ -10,7 +10,7 @@ grouped ones through `feature_group_count`), built by the `ops` field's construc
 they compute or which parameters they have.
 """
 import functools
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, List, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -80,19 +80,21 @@ class PatchEmbed(nn.Module):
 
 class MHMC(nn.Module):
   """Multi-Head Mixed Convolution: the channels split into `heads` contiguous groups, head i
-  convolved depthwise with kernel 3 + 2i ('local_conv_{i+1}'), stride 1, 'same' padding."""
+  convolved depthwise with kernel 3 + 2i ('local_conv_{i+1}'), stride 1, 'same' padding.
+
+  Returns the list of head outputs; SAA joins them (see SAA)."""
   heads: int
   ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, s):
+  def __call__(self, s) -> List[jax.Array]:
     _, conv = _layers(self)
     width = s.shape[-1] // self.heads
-    return jnp.concatenate([
+    return [
         conv(width, 3 + 2 * i, groups=width, padding=1 + i, name=f'local_conv_{i + 1}')(head)
-        for i, head in enumerate(jnp.split(s, self.heads, axis=-1))], axis=-1)
+        for i, head in enumerate(jnp.split(s, self.heads, axis=-1))]
 
 
 class SAA(nn.Module):
@@ -100,17 +102,18 @@ class SAA(nn.Module):
   heads*j + i is channel j of head i), a grouped 1x1 conv whose group j mixes channel j of
   every head ('proj0', expanding by `expand_ratio`), BN, GELU, a 1x1 conv back ('proj1')."""
   dim: int
-  heads: int
   expand_ratio: int
   ops: ops_lib.Ops = ops_lib.XLA
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, s, train: bool):
+  def __call__(self, heads: Sequence[jax.Array], train: bool):
     _, conv = _layers(self)
-    groups = s.shape[-1] // self.heads
-    s = s.reshape(*s.shape[:-1], self.heads, groups).swapaxes(-1, -2).reshape(s.shape)
+    groups = heads[0].shape[-1]
+    # Stacking the heads last and merging the two last axes is the interleave, in the one
+    # copy that concatenating them would make anyway.
+    s = jnp.stack(heads, axis=-1).reshape(*heads[0].shape[:-1], groups * len(heads))
     s = conv(self.dim * self.expand_ratio, 1, groups=groups, name='proj0')(s)
     s = BatchNorm(not train, dtype=self.dtype, param_dtype=self.param_dtype, name='bn')(s)
     return conv(self.dim, 1, name='proj1')(gelu(s))
@@ -137,7 +140,7 @@ class SAM(nn.Module):
     self.v = dense(self.dim, use_bias=self.qkv_bias)
     self.s = dense(self.dim, use_bias=self.qkv_bias)
     self.mhmc = MHMC(self.ca_num_heads, **common)
-    self.saa = SAA(self.dim, self.ca_num_heads, self.expand_ratio, **common)
+    self.saa = SAA(self.dim, self.expand_ratio, **common)
     nn.share_scope(self, self.mhmc)
     nn.share_scope(self, self.saa)
     self.proj = dense(self.dim)
