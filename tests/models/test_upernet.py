@@ -1,7 +1,9 @@
 """The UPerNet heads compute what Hugging Face transformers' UperNetHead and UperNetFCNHead
 (PyTorch, written after mmseg's) compute, with their weights converted by
-`smt_jax.convert.upernet_to_flax`; BatchNorm's training statistics follow PyTorch too."""
-import inspect
+`smt_jax.convert.upernet_to_flax`; BatchNorm's training statistics follow PyTorch too.
+
+The transformers side is reference data made once by
+testdata/upernet_transformers/make_reference.py (see its README)."""
 import json
 import os
 import pathlib
@@ -13,67 +15,36 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from transformers import UperNetConfig
-from transformers.models.upernet.modeling_upernet import UperNetFCNHead, UperNetHead
 
 from smt_jax.convert import CheckpointMismatchError, upernet_to_flax
 from smt_jax.models import SMT, abstract_variables
 from smt_jax.models.upernet import FCNHead, UPerHead, UPerNet, adaptive_avg_pool
 
 HERE = pathlib.Path(__file__).parent
+REFERENCE = HERE.parent / 'testdata' / 'upernet_transformers' / 'reference.npz'
 TOLERANCE = 1e-4
-IN_CHANNELS = (8, 16, 24, 32)
 CHANNELS, AUX_CHANNELS, CLASSES = 16, 12, 5
-# Stage-map sizes (H, W) at strides 4, 8, 16, 32 of non-square images whose sides are not
-# multiples of 32 * 6, so the pyramid's pooling bins are uneven; in the second the 6x6
-# pooled map is larger than the stage-4 map and is shrunk back.
-SIZES = {
-    'uneven_bins': ((58, 83), (29, 42), (15, 21), (8, 11)),
-    'stage4_below_6': ((18, 14), (9, 7), (5, 4), (3, 2)),
-}
+CASES = ('uneven_bins', 'stage4_below_6')
 
 
-def torch_heads():
-  """transformers' heads with every weight and BatchNorm statistic random."""
-  torch.manual_seed(0)
-  config = UperNetConfig(hidden_size=CHANNELS, pool_scales=[1, 2, 3, 6], num_labels=CLASSES,
-                         auxiliary_in_channels=IN_CHANNELS[2],
-                         auxiliary_channels=AUX_CHANNELS)
-  decode = UperNetHead(config, in_channels=list(IN_CHANNELS))
-  # transformers 5 added the backbone's channels as an argument.
-  if 'in_channels' in inspect.signature(UperNetFCNHead).parameters:
-    aux = UperNetFCNHead(config, in_channels=list(IN_CHANNELS))
-  else:
-    aux = UperNetFCNHead(config)
-  with torch.no_grad():
-    for head in (decode, aux):
-      for name, tensor in head.state_dict().items():
-        if name.endswith('running_var'):
-          tensor.uniform_(0.5, 2.0)
-        elif name.endswith('batch_norm.weight'):
-          tensor.uniform_(0.5, 1.5)
-        elif tensor.dim() == 4:  # conv weights: unit-variance outputs, logits of order 1
-          tensor.normal_(0.0, tensor[0].numel() ** -0.5)
-        elif tensor.is_floating_point():
-          tensor.normal_(0.0, 0.3)
-  return decode, aux
+@pytest.fixture(scope='module')
+def reference():
+  with np.load(REFERENCE, allow_pickle=False) as data:
+    return {k: data[k] for k in data.files}
 
 
-def features(sizes, seed=0):
-  rng = np.random.default_rng(seed)
-  return [rng.standard_normal((2, h, w, c)).astype(np.float32)
-          for (h, w), c in zip(sizes, IN_CHANNELS)]
+def state_dict(reference, prefix):
+  """The transformers state_dict stored under `prefix/` (decode, aux or decode_trained)."""
+  return {k[len(prefix) + 1:]: v for k, v in reference.items() if k.startswith(prefix + '/')}
 
 
-def run_torch(head, feats):
-  nchw = [torch.from_numpy(f).permute(0, 3, 1, 2) for f in feats]
-  with torch.no_grad():
-    return head(nchw).permute(0, 2, 3, 1).numpy()
+def features(reference, case):
+  return [reference[f'{case}/features_{i}'] for i in range(4)]
 
 
-def flax_variables(head, torch_head, feats, prefix=''):
+def flax_variables(head, torch_state_dict, feats, prefix=''):
   shapes = jax.eval_shape(lambda: head.init(jax.random.key(0), feats))
-  return upernet_to_flax(torch_head.state_dict(), shapes, prefix)
+  return upernet_to_flax(torch_state_dict, shapes, prefix)
 
 
 def test_adaptive_avg_pool_matches_torch():
@@ -84,51 +55,50 @@ def test_adaptive_avg_pool_matches_torch():
                                expected.permute(0, 2, 3, 1).numpy(), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize('sizes', SIZES.values(), ids=SIZES.keys())
-def test_eval_logits_match_transformers(sizes):
-  decode, aux = torch_heads()
-  decode.eval()
-  aux.eval()
-  feats = features(sizes)
+@pytest.mark.parametrize('case', CASES)
+def test_eval_logits_match_transformers(reference, case):
+  feats = features(reference, case)
   ours = UPerHead(CLASSES, CHANNELS)
   ours_aux = FCNHead(CLASSES, AUX_CHANNELS)
   with jax.default_matmul_precision('highest'):
-    logits = ours.apply(flax_variables(ours, decode, feats), feats)
-    aux_logits = ours_aux.apply(flax_variables(ours_aux, aux, feats), feats)
-  assert logits.shape == (2, *sizes[0], CLASSES)
-  assert aux_logits.shape == (2, *sizes[2], CLASSES)
-  np.testing.assert_allclose(logits, run_torch(decode, feats), atol=TOLERANCE, rtol=0)
-  np.testing.assert_allclose(aux_logits, run_torch(aux, feats), atol=TOLERANCE, rtol=0)
+    logits = ours.apply(flax_variables(ours, state_dict(reference, 'decode'), feats), feats)
+    aux_logits = ours_aux.apply(
+        flax_variables(ours_aux, state_dict(reference, 'aux'), feats), feats)
+  assert logits.shape == (2, *feats[0].shape[1:3], CLASSES)
+  assert aux_logits.shape == (2, *feats[2].shape[1:3], CLASSES)
+  np.testing.assert_allclose(logits, reference[f'{case}/decode_logits'], atol=TOLERANCE,
+                             rtol=0)
+  np.testing.assert_allclose(aux_logits, reference[f'{case}/aux_logits'], atol=TOLERANCE,
+                             rtol=0)
 
 
-def test_training_batch_statistics_match_transformers():
+def test_training_batch_statistics_match_transformers(reference):
   """In training both normalize with the batch's statistics and update the running ones
   alike (momentum 0.1, unbiased running variance, num_batches_tracked). transformers' heads
   have no dropout, so ours runs with none here."""
-  decode, _ = torch_heads()
-  decode.train()
-  feats = features(SIZES['uneven_bins'])
+  feats = features(reference, 'uneven_bins')
   ours = UPerHead(CLASSES, CHANNELS, dropout=0.0)
-  variables = flax_variables(ours, decode, feats)
+  variables = flax_variables(ours, state_dict(reference, 'decode'), feats)
   with jax.default_matmul_precision('highest'):
     logits, updates = ours.apply(variables, feats, train=True, mutable=['batch_stats'])
-  np.testing.assert_allclose(logits, run_torch(decode, feats), atol=TOLERANCE, rtol=0)
-  expected = flax_variables(ours, decode, feats)['batch_stats']  # after torch's update
+  np.testing.assert_allclose(logits, reference['uneven_bins/decode_train_logits'],
+                             atol=TOLERANCE, rtol=0)
+  expected = flax_variables(ours, state_dict(reference, 'decode_trained'), feats)
+  want = dict(jax.tree_util.tree_leaves_with_path(expected['batch_stats']))
   for path, value in jax.tree_util.tree_leaves_with_path(updates['batch_stats']):
-    want = dict(jax.tree_util.tree_leaves_with_path(expected))[path]
-    np.testing.assert_allclose(value, want, atol=1e-5, rtol=1e-5, err_msg=str(path))
+    np.testing.assert_allclose(value, want[path], atol=1e-5, rtol=1e-5, err_msg=str(path))
 
 
-def test_converter_takes_mmseg_names_and_names_every_bad_key():
-  decode, _ = torch_heads()
-  feats = features(SIZES['stage4_below_6'])
+def test_converter_takes_mmseg_names_and_names_every_bad_key(reference):
+  given = state_dict(reference, 'decode')
+  feats = features(reference, 'stage4_below_6')
   ours = UPerHead(CLASSES, CHANNELS)
   shapes = jax.eval_shape(lambda: ours.init(jax.random.key(0), feats))
   mmseg = {'decode_head.' + k.replace('batch_norm', 'bn').replace('classifier', 'conv_seg'): v
-           for k, v in decode.state_dict().items()}
+           for k, v in given.items()}
   mmseg['auxiliary_head.conv_seg.weight'] = torch.zeros(1)  # another head's key: ignored
   from_mmseg = upernet_to_flax(mmseg, shapes, 'decode_head.')
-  from_transformers = upernet_to_flax(decode.state_dict(), shapes, '')
+  from_transformers = upernet_to_flax(given, shapes, '')
   jax.tree.map(np.testing.assert_array_equal, from_mmseg, from_transformers)
   assert from_mmseg['params']['psp_modules_3']['conv']['kernel'].shape == (1, 1, 32, CHANNELS)
 
