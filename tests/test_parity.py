@@ -1,4 +1,4 @@
-"""The Flax model computes what the official PyTorch code computes (its test vectors in tests/testdata)."""
+"""The Flax model computes what the official PyTorch code computes (testdata/official_smt)."""
 import jax
 import numpy as np
 import pytest

@@ -42,9 +42,13 @@ def features(reference, case):
   return [reference[f'{case}/features_{i}'] for i in range(4)]
 
 
-def flax_variables(head, torch_state_dict, feats, prefix=''):
-  shapes = jax.eval_shape(lambda: head.init(jax.random.key(0), feats))
-  return upernet_to_flax(torch_state_dict, shapes, prefix)
+def abstract(head, feats):
+  """The head's variables as shapes, the tree `upernet_to_flax` fills."""
+  return jax.eval_shape(lambda: head.init(jax.random.key(0), feats))
+
+
+def flax_variables(head, torch_state_dict, feats):
+  return upernet_to_flax(torch_state_dict, abstract(head, feats), '')
 
 
 def test_adaptive_avg_pool_matches_torch():
@@ -93,7 +97,7 @@ def test_converter_takes_mmseg_names_and_names_every_bad_key(reference):
   given = state_dict(reference, 'decode')
   feats = features(reference, 'stage4_below_6')
   ours = UPerHead(CLASSES, CHANNELS)
-  shapes = jax.eval_shape(lambda: ours.init(jax.random.key(0), feats))
+  shapes = abstract(ours, feats)
   mmseg = {'decode_head.' + k.replace('batch_norm', 'bn').replace('classifier', 'conv_seg'): v
            for k, v in given.items()}
   mmseg['auxiliary_head.conv_seg.weight'] = torch.zeros(1)  # another head's key: ignored
