@@ -30,6 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 1024          # global, across all processes and devices
   config.eval_batch_size = ml_collections.config_dict.placeholder(int)  # None: batch_size
   config.seed = 0
+  # Host input work: batches built at once in threads of each worker, and worker processes
+  # per training process (0: the threads run in the training process itself).
+  config.data_threads = 8
+  config.data_workers = 0
   config.aug = default_aug_config()
 
   # Optimizer (AdamW). The three learning rates are multiplied by batch_size / 512.

@@ -1,34 +1,39 @@
-"""Python-side iterators: resumable training batches and exact evaluation batches.
+"""Training and evaluation batches of one process, built with Grain from a random-access source.
 
-Batches are this process's rows as numpy arrays, or, given a `jax.sharding.Sharding` of
-the batch dimension, global `jax.Array`s (`to_global_arrays`).
+Batches are this process's rows (`stream.process_rows`) as numpy arrays, or, given a
+`jax.sharding.Sharding` of the batch dimension, global `jax.Array`s: every process passes
+its rows and `jax.make_array_from_process_local_data` assembles the global batch, which
+is the same whatever the number of processes.
 
-Training state. `TrainIterator.get_state()` is a small JSON-able dict of this process: the
-(epoch, position) of the next example and the number of images skipped so far. The
-checkpoint stores one per process; `set_state` on the same process makes the iterator
-continue exactly where the saved one would have: no example repeated, none skipped.
+Work. Each batch is one Grain element: its rows are read, decoded and augmented one after
+the other; `config.data_threads` batches are built at once in threads of this process, or,
+with `config.data_workers` > 0, in that many worker processes (each with its threads), and
+come back in step order either way. Decoding and resizing release Python's lock; worker
+processes also spread the Python parts of augmentation over cores.
 
-Corrupt images. Training skips an image that cannot be read or decoded: it is counted
-(`TrainIterator.num_skipped`, also in the state) and logged with its file name (the
-first `MAX_NAMED_SKIPS` per process; later ones are only counted, since naming one means
-replaying the epoch's shuffle). Evaluation must see every image, so there a corrupt image
-stops the run with `CorruptImageError` naming the file.
+Corrupt images. Training replaces an image that cannot be read or decoded by the next
+example of the same epoch's order, so the batch keeps its size and the stream stays a
+function of (seed, step). Replacements are counted (`TrainIterator.num_skipped`) and the
+first `MAX_NAMED_SKIPS` of each process are logged with their file names. Evaluation must
+see every image, so there a corrupt image stops the run with `CorruptImageError` naming it.
 """
 import collections
-import re
-from typing import Any, Dict, Iterator, Mapping, Optional
+import math
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
+from absl import flags
 from absl import logging
+import grain
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
-from smt_jax.data import pipeline
 from smt_jax.data import sources
+from smt_jax.data import stream as stream_lib
 from smt_jax.data import transforms
 
 MAX_NAMED_SKIPS = 10
+_STEPS_LIMIT = 2 ** 62  # "forever" for the step counter
 
 Batch = Dict[str, Any]
 
@@ -37,139 +42,178 @@ class CorruptImageError(Exception):
   """An evaluation image cannot be read or decoded; the message names it."""
 
 
-def to_global_arrays(batch: Mapping[str, np.ndarray],
-                     sharding: jax.sharding.Sharding) -> Dict[str, jax.Array]:
-  """One process's rows -> global arrays whose dimension 0 is split as `sharding` says.
+def to_global_arrays(batch: Mapping[str, np.ndarray], sharding: jax.sharding.Sharding,
+                     global_batch_size: int) -> Dict[str, jax.Array]:
+  """This process's rows -> global arrays whose dimension 0 is split as `sharding` says.
 
-  `sharding` is e.g. `NamedSharding(mesh, P(('data', 'fsdp')))`. This process's rows fill
-  the shards on its own devices, in order; the global batch has process_count times as many
-  rows. Every process calls it, each with its own rows.
+  Every process calls it, each with its rows of the global batch (`stream.process_rows`).
   """
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+  return {k: jax.make_array_from_process_local_data(
+      sharding, v, (global_batch_size,) + v.shape[1:]) for k, v in batch.items()}
 
 
-def _processes(process_index: Optional[int], process_count: Optional[int]):
-  return (jax.process_index() if process_index is None else process_index,
-          jax.process_count() if process_count is None else process_count)
+def stream_identity(config: ml_collections.ConfigDict) -> Dict[str, Any]:
+  """What fixes the training stream; a checkpoint's stream continues only if this is equal."""
+  return {'dataset': config.dataset, 'seed': config.seed, 'batch_size': config.batch_size,
+          'num_examples': sources.dataset_info(config).num_train_examples}
+
+
+def check_resumable(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every field in which `saved` differs from `config`'s stream."""
+  now = stream_identity(config)
+  different = [f'{k}: saved {saved.get(k)!r}, now {v!r}' for k, v in now.items()
+               if saved.get(k) != v]
+  if different:
+    raise ValueError(
+        'The checkpoint was trained on a different example stream, so resuming would not '
+        'continue it (' + '; '.join(different) + '). Use the saved settings, or a new '
+        'workdir to start over.')
+
+
+def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
+  return grain.ReadOptions(num_threads=config.data_threads,
+                           prefetch_buffer_size=config.data_threads)
+
+
+def _parallel(dataset: grain.MapDataset, config: ml_collections.ConfigDict
+              ) -> grain.IterDataset:
+  dataset = dataset.to_iter_dataset(_read_options(config))
+  if config.data_workers > 0:
+    if not flags.FLAGS.is_parsed():  # Grain's worker start reads its absl flags; callers
+      flags.FLAGS.mark_as_parsed()   # outside an absl app (notebooks, tests) never parse them
+    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data_workers))
+  return dataset
+
+
+class _TrainBatch:
+  """Step -> this process's rows of that global batch (a Grain map; pickled to workers)."""
+
+  def __init__(self, source, stream: stream_lib.TrainStream, rows: np.ndarray,
+               global_batch_size: int, image_size: int, aug: ml_collections.ConfigDict):
+    self._source, self._stream, self._rows = source, stream, rows
+    self._split = source.info.train_split
+    self._global_batch_size, self._image_size, self._aug = global_batch_size, image_size, aug
+
+  def __call__(self, step: int) -> Batch:
+    images, labels, skipped = [], [], []
+    for row in self._rows:
+      epoch, position = self._stream.locate(step * self._global_batch_size + int(row))
+      image, label = self._example(epoch, position, skipped)
+      images.append(image)
+      labels.append(label)
+    return {'image': np.stack(images), 'label': np.array(labels, np.int32),
+            'skipped': np.array(skipped, np.int64)}
+
+  def _example(self, epoch: int, position: int, skipped: List[int]):
+    """The example at `position` of `epoch`, or the first readable one after it."""
+    for offset in range(min(self._stream.num_examples, 100)):
+      index = self._stream.index(epoch, (position + offset) % self._stream.num_examples)
+      data, label = self._source.example(self._split, index)
+      try:
+        return transforms.train_image(data, self._stream.rng(epoch, index), self._image_size,
+                                      self._aug), label
+      except transforms.DecodeError:
+        skipped.append(index)
+    raise CorruptImageError(
+        f'{len(skipped)} training images in a row of split {self._split!r} cannot be read or '
+        f'decoded, the last {self._source.name(self._split, skipped[-1])}: the dataset looks '
+        'damaged. Prepare it again.')
 
 
 class TrainIterator:
   """Endless training batches {'image' uint8 [b, s, s, 3], 'label' int32 [b]} of this process.
 
-  `b` is config.batch_size / process_count. With `sharding`, batches are global arrays and
-  the next `device_prefetch` of them are already on their way to the devices.
-  `shuffle_buffer_size` is the shuffle buffer of TFDS records (encoded images, about 110 kB
-  each for ImageNet); an image folder's file paths are always shuffled all at once.
+  Starts at global batch `start_step` (0-based: the batch of update start_step + 1). With
+  `sharding`, batches are global arrays of config.batch_size rows and the next
+  `device_prefetch` of them are already on their way to the devices.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, *,
+  def __init__(self, config: ml_collections.ConfigDict, *, start_step: int = 0,
                sharding: Optional[jax.sharding.Sharding] = None,
                process_index: Optional[int] = None, process_count: Optional[int] = None,
-               shuffle_buffer_size: int = 16_384, device_prefetch: int = 2):
+               device_prefetch: int = 2):
     self._source = sources.get_source(config)
     self.info = self._source.info
-    self._process_index, self._process_count = _processes(process_index, process_count)
-    self._batch_size = pipeline.local_batch_size(config.batch_size, self._process_count)
-    self._image_size = config.image_size
-    self._aug = config.aug
-    self._seed = config.seed
+    self._global_batch_size = config.batch_size
+    rows = stream_lib.process_rows(config.batch_size, sharding, process_index, process_count)
+    self._process_index = jax.process_index() if process_index is None else process_index
     self._sharding = sharding
     self._queue_size = device_prefetch if sharding is not None else 1
-    self._split = self.info.train_split
-    self._start, stop = sources.process_range(
-        self.info.num_train_examples, self._process_index, self._process_count)
-    self._records = self._source.records(self._split, self._start, stop)
-    if self._source.lazy_records:  # file paths: cheap to shuffle all at once
-      shuffle_buffer_size = stop - self._start
-    self._order = pipeline.TrainOrder(stop - self._start, shuffle_buffer_size, self._seed,
-                                      self._process_index)
-    # Examples are numbered epoch * num_examples + position. `_next` is the number of the
-    # next example to deliver; `_read_next` of the next one to come out of tf.data.
-    self._next = self.num_skipped = 0
-    self._read_next = self._read_skipped = 0
-    self._stream = None
+    make_batch = _TrainBatch(
+        self._source, stream_lib.TrainStream(self.info.num_train_examples, config.seed),
+        rows, config.batch_size, config.image_size, config.aug)
+    self._batches = iter(_parallel(
+        grain.MapDataset.range(start_step, _STEPS_LIMIT).map(make_batch), config))
     self._queue = collections.deque()
+    self.num_skipped = 0
 
   def __iter__(self) -> Iterator[Batch]:
     return self
 
   def __next__(self) -> Batch:
-    if self._stream is None:
-      self._start_stream()
     while len(self._queue) < self._queue_size:
       self._queue.append(self._read())
-    batch, self._next, self.num_skipped = self._queue.popleft()
+    return self._queue.popleft()
+
+  def close(self):
+    """Stops the threads and worker processes; call it when done with the iterator."""
+    self._batches.close()
+    self._queue.clear()
+
+  def _read(self) -> Batch:
+    batch = next(self._batches)
+    for index in batch.pop('skipped'):
+      self._skipped(int(index))
+    if self._sharding is not None:
+      batch = to_global_arrays(batch, self._sharding, self._global_batch_size)
     return batch
 
-  def _start_stream(self):
-    epoch, position = divmod(self._next, self._order.num_records)
-    self._stream = pipeline.train_dataset(
-        self._source, self._records, self._order, batch_size=self._batch_size,
-        image_size=self._image_size, aug=self._aug, start_epoch=epoch,
-        start_position=position).as_numpy_iterator()
-    self._queue.clear()
-    self._read_next, self._read_skipped = self._next, self.num_skipped
+  def _skipped(self, index: int):
+    self.num_skipped += 1
+    split = self.info.train_split
+    if self.num_skipped <= MAX_NAMED_SKIPS:
+      logging.warning('Skipped training image %s (example %d of split %r): it cannot be read '
+                      'or decoded; the next example of the epoch took its place (process %d).',
+                      self._source.name(split, index), index, split, self._process_index)
+    if self.num_skipped == MAX_NAMED_SKIPS:
+      logging.warning('%d training images skipped on process %d; further ones are counted '
+                      '(TrainIterator.num_skipped) but not named.', MAX_NAMED_SKIPS,
+                      self._process_index)
 
-  def _read(self):
-    batch = next(self._stream)
-    numbers = batch.pop('epoch') * self._order.num_records + batch.pop('position')
-    expected = np.concatenate([[self._read_next], numbers[:-1] + 1])
-    for first, stop in zip(expected[numbers > expected], numbers[numbers > expected]):
-      self._skipped(int(first), int(stop))
-    self._read_next = int(numbers[-1]) + 1
-    if self._sharding is not None:
-      batch = to_global_arrays(batch, self._sharding)
-    return batch, self._read_next, self._read_skipped
 
-  def _skipped(self, first: int, stop: int):
-    """Counts examples [first, stop), dropped by tf.data, and names the first few."""
-    before = self._read_skipped
-    named = max(0, min(stop - first, MAX_NAMED_SKIPS - before))
-    for number in range(first, first + named):
-      epoch, position = divmod(number, self._order.num_records)
-      index = self._start + self._order.record_index(epoch, position)
-      logging.warning('Skipped training image %s of split %r: it cannot be read or decoded '
-                      '(process %d, epoch %d, position %d).',
-                      self._source.name(self._split, index), self._split,
-                      self._process_index, epoch, position)
-    self._read_skipped += stop - first
-    if stop - first > named and before <= MAX_NAMED_SKIPS:  # the cap is reached now
-      logging.warning('%d training images skipped so far on process %d; further ones are '
-                      'counted (TrainIterator.num_skipped) but not named.',
-                      self._read_skipped, self._process_index)
+class _EvalBatch:
+  """Batch number -> this process's rows of that global evaluation batch, padded."""
 
-  def get_state(self) -> Dict[str, int]:
-    """This process's position, JSON-able; store one per process with each checkpoint."""
-    epoch, position = divmod(self._next, self._order.num_records)
-    return {'epoch': epoch, 'position': position, 'num_skipped': self.num_skipped,
-            **self._identity()}
+  def __init__(self, source, rows: np.ndarray, global_batch_size: int, image_size: int,
+               aug: ml_collections.ConfigDict):
+    self._source, self._rows = source, rows
+    self._split = source.info.eval_split
+    self._num_examples = source.info.num_eval_examples
+    self._global_batch_size, self._image_size, self._aug = global_batch_size, image_size, aug
 
-  def set_state(self, state: Mapping[str, int]):
-    """Continues from `state`, saved by `get_state` of this process in an equal set-up."""
-    mismatched = {k: (state.get(k), v) for k, v in self._identity().items()
-                  if state.get(k) != v}
-    if mismatched:
-      raise ValueError(
-          'The saved data iterator state belongs to a different input set-up, so resuming '
-          'would not continue the same example stream. (saved, now): ' + ', '.join(
-              f'{k}=({a}, {b})' for k, (a, b) in mismatched.items()))
-    self._next = state['epoch'] * self._order.num_records + state['position']
-    self.num_skipped = state['num_skipped']
-    self._stream = None
-
-  def _identity(self) -> Dict[str, int]:
-    """What fixes this process's example stream; a state only fits an equal identity."""
-    return {'process_index': self._process_index, 'process_count': self._process_count,
-            'seed': self._seed, 'num_examples': self._order.num_records,
-            'shuffle_buffer_size': self._order.buffer_size}
+  def __call__(self, batch_index: int) -> Batch:
+    size = self._image_size
+    images = np.zeros((len(self._rows), size, size, 3), np.uint8)
+    labels = np.zeros(len(self._rows), np.int32)
+    indices = batch_index * self._global_batch_size + self._rows
+    for i, index in enumerate(indices[indices < self._num_examples]):
+      data, labels[i] = self._source.example(self._split, int(index))
+      try:
+        images[i] = transforms.eval_image(data, size, self._aug)
+      except transforms.DecodeError as error:
+        raise CorruptImageError(
+            f'Evaluation image {self._source.name(self._split, int(index))} (example {index} '
+            f'of split {self._split!r}) cannot be read or decoded: {error}. Evaluation counts '
+            'every example, so repair or remove it (for a TFDS dataset, prepare it '
+            'again).') from None
+    return {'image': images, 'label': labels, 'mask': indices < self._num_examples}
 
 
 class EvalIterator:
   """The evaluation split once, as batches {'image' uint8, 'label' int32, 'mask' bool}.
 
-  Every process yields `len(self)` batches of config.batch_size / process_count rows (or
-  `batch_size` / process_count); rows with mask False are padding. Iterate again for the
-  next evaluation.
+  `len(self)` global batches of `batch_size` (default config.batch_size) rows; rows with
+  mask False are padding. Iterate again for the next evaluation.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *,
@@ -181,45 +225,24 @@ class EvalIterator:
     if self.info.eval_split is None:
       raise ValueError(f"Dataset '{self.info.name}' has no evaluation split (looked for "
                        f'{", ".join(sources.EVAL_SPLITS)}).')
-    process_index, process_count = _processes(process_index, process_count)
-    self._batch_size = pipeline.local_batch_size(batch_size or config.batch_size,
-                                                 process_count)
+    self._config = config
+    self._global_batch_size = batch_size or config.batch_size
+    rows = stream_lib.process_rows(self._global_batch_size, sharding, process_index,
+                                   process_count)
     self._sharding = sharding
-    self._split = self.info.eval_split
-    self._start, stop = sources.process_range(self.info.num_eval_examples, process_index,
-                                              process_count)
-    self._num_records = stop - self._start
-    self.num_batches = pipeline.eval_batches_per_process(
-        self.info.num_eval_examples, process_count, self._batch_size)
-    self._dataset = pipeline.eval_dataset(
-        self._source, self._source.records(self._split, self._start, stop),
-        self._num_records, num_batches=self.num_batches, batch_size=self._batch_size,
-        image_size=config.image_size, aug=config.aug)
+    self.num_batches = math.ceil(self.info.num_eval_examples / self._global_batch_size)
+    self._make_batch = _EvalBatch(self._source, rows, self._global_batch_size,
+                                  config.image_size, config.aug)
 
   def __len__(self) -> int:
     return self.num_batches
 
   def __iter__(self) -> Iterator[Batch]:
-    stream = self._dataset.as_numpy_iterator()
-    for index in range(self.num_batches):
-      try:
-        batch = next(stream)
-      except tf.errors.OpError as error:
-        self._raise_corrupt(index, error)
-      yield batch if self._sharding is None else to_global_arrays(batch, self._sharding)
-
-  def _raise_corrupt(self, batch_index: int, error: tf.errors.OpError):
-    """Finds the image of batch `batch_index` that failed and names it, else re-raises."""
-    first = self._start + batch_index * self._batch_size
-    for index in range(first, min(first + self._batch_size, self._start + self._num_records)):
-      try:
-        transforms.decode(tf.constant(self._source.read(self._split, index)))
-      except (tf.errors.OpError, OSError) as decode_error:
-        reason = re.sub(r'\{\{.*?\}\}\s*|\s*\[Op:\w+\]', '',
-                        getattr(decode_error, 'message', str(decode_error)))
-        raise CorruptImageError(
-            f'Evaluation image {self._source.name(self._split, index)} (example {index} of '
-            f'split {self._split!r}) cannot be read or decoded: {reason} Evaluation counts '
-            'every example, so repair or remove it (for a TFDS dataset, prepare it '
-            'again).') from None
-    raise error
+    batches = iter(_parallel(
+        grain.MapDataset.range(self.num_batches).map(self._make_batch), self._config))
+    try:
+      for batch in batches:
+        yield (batch if self._sharding is None
+               else to_global_arrays(batch, self._sharding, self._global_batch_size))
+    finally:
+      batches.close()

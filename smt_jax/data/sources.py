@@ -1,15 +1,14 @@
-"""Where examples come from: a prepared TFDS dataset by name, or an image-folder tree.
+"""Where examples come from: random-access sources of (encoded image, label) by index.
 
-`config.dataset` is a TFDS name (e.g. 'imagenet2012', read from `config.data_dir`) or
-'folder' (an ImageFolder tree `config.data_dir/<split>/<class>/<image>`, listed by
-`tfds.ImageFolder`; class ids follow the sorted class-folder names).
+`config.dataset` is a TFDS name (e.g. 'imagenet2012', prepared in the ArrayRecord format in
+`config.data_dir`) or 'folder' (an image-folder tree `config.data_dir/<split>/<class>/<image>`;
+class ids follow the sorted class-folder names, files are taken in sorted order).
 
-A source gives the pipeline, for one split and one process, undecoded records
-{'image', 'label'} in a fixed order. Processes take contiguous, disjoint ranges of the split
-that together cover it (the arithmetic of `tfds.even_splits`); ranges are explicit so that
-an example's absolute index names it when its image cannot be decoded. For TFDS a record's
-'image' holds the encoded bytes; for folders it holds the file path, read only after
-shuffling and resume-skipping (`Source.load`), so skipping costs no file reads.
+A source reads any example of a split by its index, in O(1): `example(split, index)` gives
+the encoded image bytes and the label, undecoded, so the pipeline decides what and how much
+to decode. TFDS datasets are read through `tfds.data_source`, which needs the ArrayRecord
+format; a TFRecord build raises `DatasetNotFoundError` naming the `tfds convert_format`
+command that converts it in place.
 
 A dataset that is not there raises `DatasetNotFoundError` at once, naming the dataset, the
 directory searched and the command that prepares it.
@@ -17,15 +16,16 @@ directory searched and the command that prepares it.
 import dataclasses
 import functools
 import os
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from etils import epath
 import ml_collections
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 FOLDER = 'folder'
 TRAIN_SPLIT = 'train'
 EVAL_SPLITS = ('validation', 'val', 'test')  # the first one present is evaluated
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 
 
 class DatasetNotFoundError(Exception):
@@ -43,14 +43,6 @@ class DatasetInfo:
   num_eval_examples: int
 
 
-def process_range(num_examples: int, process_index: int,
-                  process_count: int) -> Tuple[int, int]:
-  """[start, stop) of this process: the first `num_examples % process_count` take one more."""
-  base, extra = divmod(num_examples, process_count)
-  start = process_index * base + min(process_index, extra)
-  return start, start + base + (process_index < extra)
-
-
 def _pick_splits(name: str, splits: List[str], where: str) -> Tuple[str, Optional[str]]:
   if TRAIN_SPLIT not in splits:
     raise DatasetNotFoundError(
@@ -59,121 +51,125 @@ def _pick_splits(name: str, splits: List[str], where: str) -> Tuple[str, Optiona
   return TRAIN_SPLIT, eval_split
 
 
-def _empty_records() -> tf.data.Dataset:
-  return tf.data.Dataset.from_tensor_slices(
-      {'image': tf.constant([], tf.string), 'label': tf.constant([], tf.int64)})
-
-
 class TfdsSource:
-  """A prepared TFDS dataset with `image` and `label` features."""
-
-  lazy_records = False  # records carry the image bytes
+  """A TFDS dataset with `image` and `label` features, prepared in the ArrayRecord format."""
 
   def __init__(self, name: str, data_dir: Optional[str]):
     try:
-      self.builder = tfds.builder(name, data_dir=data_dir)
+      builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
       raise DatasetNotFoundError(
           f"'{name}' is not a TFDS dataset name, and no prepared dataset of that name is in "
           f"data_dir {data_dir!r}. For a tree of class sub-folders set config.dataset="
           f"'{FOLDER}' and config.data_dir to its root.") from None
-    if not self.builder.is_prepared():
-      raise DatasetNotFoundError(self._not_prepared_message(name, data_dir))
-    features = self.builder.info.features
+    if not builder.is_prepared():
+      raise DatasetNotFoundError(_not_prepared_message(builder, name, data_dir))
+    features = builder.info.features
     if not {'image', 'label'} <= set(features.keys()):
       raise DatasetNotFoundError(
           f"TFDS dataset '{name}' has features {sorted(features.keys())}; the pipeline needs "
           "'image' and 'label'.")
-    train, evaluation = _pick_splits(name, list(self.builder.info.splits.keys()),
-                                     f"data_dir '{os.fspath(self.builder.data_dir_root)}'")
-    splits = self.builder.info.splits
+    if tfds.core.file_adapters.FileFormat.ARRAY_RECORD not in _file_formats(builder.info):
+      raise DatasetNotFoundError(
+          f"Dataset '{name}' in '{os.fspath(builder.data_dir)}' is prepared as "
+          f"{builder.info.file_format.value}; training reads examples by index, which needs "
+          'the ArrayRecord format. Convert it once, in place (the command needs apache-beam '
+          'installed), with\n'
+          f'  tfds convert_format --dataset_version_dir={os.fspath(builder.data_dir)} '
+          '--out_file_format=array_record\n'
+          f'or prepare it again with `tfds build {name} --file_format=array_record` '
+          "(docs/data.md, 'Preparing ImageNet').")
+    train, evaluation = _pick_splits(name, list(builder.info.splits.keys()),
+                                     f"data_dir '{os.fspath(builder.data_dir_root)}'")
+    splits = builder.info.splits
     self.info = DatasetInfo(
         name=name, num_classes=features['label'].num_classes, train_split=train,
         eval_split=evaluation, num_train_examples=splits[train].num_examples,
         num_eval_examples=splits[evaluation].num_examples if evaluation else 0)
+    self._name, self._data_dir = name, data_dir
+    self._has_file_name = 'file_name' in features
+    self._readers: Dict[str, object] = {}
 
-  def _not_prepared_message(self, name: str, data_dir: Optional[str]) -> str:
-    manual = ''
-    if self.builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
-      manual = ' --manual_dir=DIR_WITH_THE_DOWNLOADED_FILES'
-      if name.startswith('imagenet2012'):
-        manual = ' --manual_dir=DIR_WITH_ILSVRC2012_img_train.tar_AND_ILSVRC2012_img_val.tar'
-    root = os.fspath(self.builder.data_dir_root)
-    return (
-        f"Dataset '{name}' is not prepared in data_dir '{root}' (searched "
-        f"'{os.fspath(self.builder.data_dir)}'). Prepare it once with\n"
-        f"  tfds build {name}{manual} --data_dir={data_dir or root}\n"
-        "(docs/data.md, 'Preparing ImageNet'), or set config.data_dir to where it was prepared.")
+  def _reader(self, split: str):
+    if split not in self._readers:  # opened on first use: in the process that reads
+      self._readers[split] = tfds.data_source(
+          self._name, split=split, data_dir=self._data_dir, download=False,
+          decoders={'image': tfds.decode.SkipDecoding()})
+    return self._readers[split]
 
-  def _as_dataset(self, split: str, add_id: bool = False) -> tf.data.Dataset:
-    return self.builder.as_dataset(
-        split=split, shuffle_files=False,
-        decoders={'image': tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=add_id))
+  def __getstate__(self):  # open readers are per process: pickled sources reopen them
+    return dict(self.__dict__, _readers={})
 
-  def records(self, split: str, start: int, stop: int) -> tf.data.Dataset:
-    """Records [start, stop) of `split`, in the dataset's stored order."""
-    if start == stop:
-      return _empty_records()
-    return self._as_dataset(f'{split}[{start}:{stop}]').map(
-        lambda ex: {'image': ex['image'], 'label': ex['label']})
-
-  def load(self, image: tf.Tensor) -> tf.Tensor:
-    return image
-
-  def _example(self, split: str, index: int):
-    return next(iter(self._as_dataset(f'{split}[{index}:{index + 1}]', add_id=True)))
+  def example(self, split: str, index: int) -> Tuple[bytes, int]:
+    """(encoded image, label) of example `index` of `split`."""
+    record = self._reader(split)[index]
+    return record['image'], int(record['label'])
 
   def name(self, split: str, index: int) -> str:
-    """A name of example `index` of `split` for messages: its file name, else its TFDS id."""
-    ex = self._example(split, index)
-    return (ex['file_name'] if 'file_name' in ex else ex['tfds_id']).numpy().decode()
+    """A name of example `index` for messages: its file name if the dataset keeps one."""
+    if self._has_file_name:
+      file_name = self._reader(split)[index]['file_name']
+      return file_name.decode() if isinstance(file_name, bytes) else str(file_name)
+    return f'{self._name}/{split}[{index}]'
 
-  def read(self, split: str, index: int) -> bytes:
-    """The encoded image of example `index` of `split`."""
-    return self._example(split, index)['image'].numpy()
+
+def _file_formats(info) -> List:
+  return [info.file_format, *getattr(info, 'alternative_file_formats', [])]
+
+
+def _not_prepared_message(builder, name: str, data_dir: Optional[str]) -> str:
+  manual = ''
+  if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    manual = ' --manual_dir=DIR_WITH_THE_DOWNLOADED_FILES'
+    if name.startswith('imagenet2012'):
+      manual = ' --manual_dir=DIR_WITH_ILSVRC2012_img_train.tar_AND_ILSVRC2012_img_val.tar'
+  root = os.fspath(builder.data_dir_root)
+  return (
+      f"Dataset '{name}' is not prepared in data_dir '{root}' (searched "
+      f"'{os.fspath(builder.data_dir)}'). Prepare it once with\n"
+      f"  tfds build {name}{manual} --file_format=array_record --data_dir={data_dir or root}\n"
+      "(docs/data.md, 'Preparing ImageNet'), or set config.data_dir to where it was prepared.")
 
 
 class FolderSource:
-  """An ImageFolder tree: `root/<split>/<class>/<image>.{jpg,jpeg,png}`."""
-
-  lazy_records = True  # records carry file paths, read after shuffling
+  """An image-folder tree: `root/<split>/<class>/<image>.{jpg,jpeg,png,bmp,gif}`."""
 
   def __init__(self, root: Optional[str]):
-    if not root or not tf.io.gfile.isdir(root):
+    if not root or not epath.Path(root).is_dir():
       raise DatasetNotFoundError(
           f"Image folder {root!r} (config.data_dir) does not exist. With config.dataset="
           f"'{FOLDER}', config.data_dir must be the root of a tree "
           "ROOT/train/<class>/<image>.jpg (and ROOT/val/<class>/... for evaluation).")
-    builder = tfds.ImageFolder(root)
-    # ImageFolder lists the files once, in a fixed (seeded) order, with their class names;
-    # reading that list rather than its dataset keeps file reads after the shuffle.
-    self._examples = builder._split_examples  # pylint: disable=protected-access
-    self._label_names = builder.info.features['label']
-    train, evaluation = _pick_splits(root, list(self._examples), 'the image folder')
+    self._root = epath.Path(root)
+    splits = sorted(p.name for p in self._root.iterdir() if p.is_dir())
+    train, evaluation = _pick_splits(root, splits, 'the image folder')
+    self._classes = sorted(p.name for p in (self._root / train).iterdir() if p.is_dir())
+    self._files = {s: self._list(s, train) for s in (train, evaluation) if s}
     self.info = DatasetInfo(
-        name=FOLDER, num_classes=self._label_names.num_classes, train_split=train,
-        eval_split=evaluation, num_train_examples=len(self._examples[train]),
-        num_eval_examples=len(self._examples[evaluation]) if evaluation else 0)
+        name=FOLDER, num_classes=len(self._classes), train_split=train,
+        eval_split=evaluation, num_train_examples=len(self._files[train]),
+        num_eval_examples=len(self._files[evaluation]) if evaluation else 0)
 
-  def records(self, split: str, start: int, stop: int) -> tf.data.Dataset:
-    examples = self._examples[split][start:stop]
-    if not examples:
-      return _empty_records()
-    return tf.data.Dataset.from_tensor_slices({
-        'image': [os.fspath(ex.image_path) for ex in examples],
-        'label': tf.constant([self._label_names.str2int(ex.label) for ex in examples],
-                             tf.int64)})
+  def _list(self, split: str, train: str) -> List[Tuple[str, int]]:
+    """(path relative to the split, label) of every image, sorted by class then file."""
+    ids = {name: i for i, name in enumerate(self._classes)}
+    files = []
+    for folder in sorted(p for p in (self._root / split).iterdir() if p.is_dir()):
+      if folder.name not in ids:
+        raise DatasetNotFoundError(
+            f"Class folder '{folder}' has no counterpart in '{self._root / train}'; "
+            'every split must use the training classes.')
+      files.extend((f'{folder.name}/{f.name}', ids[folder.name])
+                   for f in sorted(folder.iterdir())
+                   if f.suffix.lower() in IMAGE_EXTENSIONS)
+    return files
 
-  def load(self, image: tf.Tensor) -> tf.Tensor:
-    return tf.io.read_file(image)
+  def example(self, split: str, index: int) -> Tuple[bytes, int]:
+    path, label = self._files[split][index]
+    return (self._root / split / path).read_bytes(), label
 
   def name(self, split: str, index: int) -> str:
-    return os.fspath(self._examples[split][index].image_path)
-
-  def read(self, split: str, index: int) -> bytes:
-    with tf.io.gfile.GFile(self.name(split, index), 'rb') as f:
-      return f.read()
+    return os.fspath(self._root / split / self._files[split][index][0])
 
 
 @functools.lru_cache(maxsize=8)

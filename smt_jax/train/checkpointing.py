@@ -1,11 +1,13 @@
 """Preemption-safe training checkpoints: an orbax CheckpointManager under WORKDIR/checkpoints.
 
 Each step directory holds two items: `state` (the sharded TrainState, written by every
-process for its own shards) and `data` (every process's input-iterator state as JSON,
-and a checksum of every array of `state`, see fingerprint.py). Orbax writes a step into
-a temporary directory and renames it only once every item of every process is complete,
-so a crash during a save leaves the previous checkpoint as the one resume picks up.
-Saves are asynchronous: training continues while the arrays are written.
+process for its own shards) and `data` (what fixes the input stream,
+`data.stream_identity`, and a checksum of every array of `state`, see fingerprint.py, as
+JSON). The input stream needs no other state: it continues from the step number, on any
+number of processes. Orbax writes a step into a temporary directory and renames it only
+once every item of every process is complete, so a crash during a save leaves the
+previous checkpoint as the one resume picks up. Saves are asynchronous: training
+continues while the arrays are written.
 
 Resuming takes the newest step that restores completely: its commit marker is there,
 every array reads back and matches its saved checksum. Newer steps that fail are moved
@@ -100,11 +102,10 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_state: Dict[str, Any],
+  def save(self, step: int, state, stream: Dict[str, Any],
            metrics: Optional[Dict[str, float]] = None) -> None:
-    """Starts an asynchronous save of `state` and this process's `data_state` at `step`."""
-    data = {'processes': _allgather_json(data_state),
-            'fingerprints': fingerprint.fingerprints(state)}
+    """Starts an asynchronous save of `state` and the input `stream` identity at `step`."""
+    data = {'stream': stream, 'fingerprints': fingerprint.fingerprints(state)}
     if metrics is not None:
       metrics = {k: float(v) for k, v in metrics.items()}
     with self._save_errors(step):
@@ -114,7 +115,7 @@ class Checkpointer:
       self._saving = step
 
   def restore_latest(self, abstract_state) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
-    """(step, state, this process's data state) of the newest step that restores completely.
+    """(step, state, stream identity) of the newest step that restores completely.
 
     `abstract_state` gives the shapes and target shardings. Newer steps that fail are
     reported and moved to checkpoints/damaged/. None if there is no checkpoint; raises
@@ -135,7 +136,7 @@ class Checkpointer:
       if problem is None:
         self._move_aside(damaged, step)
         logging.info('Resuming from checkpoint step %d in %s.', step, self.directory)
-        return step, state, data['processes'][jax.process_index()]
+        return step, state, data.get('stream', {})
       damaged.append((step, problem))
     if damaged:
       listing = '; '.join(f'step {s}: {p}' for s, p in damaged)
@@ -161,13 +162,6 @@ class Checkpointer:
       state = state_handler.restore(path / 'state',
                                     args=ocp.args.StandardRestore(abstract_state))
       data = ocp.JsonCheckpointHandler().restore(path / 'data', args=ocp.args.JsonRestore())
-      if len(data['processes']) != jax.process_count():
-        raise CheckpointError(
-            f'Checkpoint {step} in {self.directory} was written by '
-            f'{len(data["processes"])} processes; resuming needs the same number, not '
-            f'{jax.process_count()}.')
-    except CheckpointError:
-      raise
     except Exception as e:  # pylint: disable=broad-except
       return None, _describe(e, names)
     finally:

@@ -134,7 +134,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  train_iter = None if config.eval_only else data.TrainIterator(config, sharding=batch_sh)
   restored = checkpointer.restore_latest(
       checkpointing.abstract_with_shardings(abstract_state, state_sh))
   if config.eval_only and restored is None and not config.init_from:
@@ -142,9 +141,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         f'config.eval_only: nothing to evaluate; {checkpointer.directory} has no checkpoint '
         'and config.init_from is not set.')
   if restored is not None:
-    _, state, data_state = restored
-    if train_iter is not None:
-      train_iter.set_state(data_state)
+    _, state, stream = restored
+    if not config.eval_only:
+      try:
+        data.check_resumable(stream, config)
+      except ValueError as e:
+        raise validate.ConfigError(str(e)) from None
   else:
     variables = init_lib.initial_variables(model, config, state_sh)
     state = jax.jit(lambda v: train_step_lib.create_state(v, tx, use_ema),
@@ -152,6 +154,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   parameter_overview.log_parameter_overview(state.params, include_stats=False,
                                             jax_logging_process=0)
   start = int(jax.device_get(state.step))
+  train_iter = None if config.eval_only else data.TrainIterator(
+      config, start_step=start, sharding=batch_sh)
   progress = progress_lib.Progress(total_steps, config.batch_size)
   progress.start(start, config.model.name,
                  sum(x.size for x in jax.tree.leaves(abstract_vars['params'])),
@@ -227,12 +231,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       # Evaluated states are saved too, so that the best one by eval/top1 can be kept.
       if step % config.checkpoint_every_steps == 0 or step_metrics or last or preempted:
         _check_finite(state, checkpointer)
-        checkpointer.save(step, state, train_iter.get_state(), step_metrics or None)
+        checkpointer.save(step, state, data.stream_identity(config), step_metrics or None)
       if preempted:
         logging.warning('Preemption signal received: saved step %d; exiting.', step)
         break
   finally:
     sigterm.restore()
+    train_iter.close()
     checkpointer.close()
     writer.flush()
   progress.finish(int(jax.device_get(state.step)), checkpointer.directory)

@@ -91,8 +91,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       weights.check_weights_dir(config.init_from, 'config.init_from:')
     except weights.WeightsError as e:
       raise ConfigError(str(e)) from None
-  for field in ('log_every_steps', 'checkpoint_every_steps'):
+  for field in ('log_every_steps', 'checkpoint_every_steps', 'data_threads'):
     if config[field] <= 0:
       raise ConfigError(f'config.{field}={config[field]} must be positive.')
+  if config.data_workers < 0:
+    raise ConfigError(f'config.data_workers={config.data_workers} must be 0 (no worker '
+                      'processes) or more.')
   if config.num_train_steps <= 0 and config.num_epochs <= 0 and not config.eval_only:
     raise ConfigError('Set config.num_epochs or config.num_train_steps to a positive number.')

@@ -1,4 +1,5 @@
-"""Session fixtures: a tiny imagenet2012 prepared by the real TFDS builder, an id folder."""
+"""Session fixtures: a tiny imagenet2012 prepared by the real TFDS builder (ArrayRecord), an
+id folder."""
 import pytest
 import tensorflow_datasets as tfds
 
@@ -11,7 +12,7 @@ def imagenet_data_dir(tmp_path_factory) -> str:
   data_testing.write_imagenet_manual_dir(root / 'manual')
   builder = tfds.builder('imagenet2012', data_dir=str(root / 'data'))
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(root / 'manual')))
+      file_format='array_record', download_config=tfds.download.DownloadConfig(manual_dir=str(root / 'manual')))
   return str(root / 'data')
 
 

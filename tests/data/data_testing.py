@@ -7,6 +7,7 @@ tell which example a batch row came from after any geometric augmentation.
 """
 import io
 import pathlib
+import socket
 import tarfile
 
 import ml_collections
@@ -27,11 +28,17 @@ def make_config(**overrides) -> ml_collections.ConfigDict:
   """The data fields of the training config, small: 32-pixel images, batch 4."""
   config = ml_collections.ConfigDict({
       'dataset': 'folder', 'data_dir': None, 'image_size': 32, 'batch_size': 4, 'seed': 0,
-      'aug': aug_config.default_aug_config()})
+      'data_threads': 4, 'data_workers': 0, 'aug': aug_config.default_aug_config()})
   for key, value in overrides.items():
     target = config.aug if key in config.aug else config
     setattr(target, key, value)
   return config
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
 
 
 def jpeg_bytes(rng: np.random.Generator, height: int, width: int) -> bytes:
