@@ -12,8 +12,8 @@ from smt_jax.data import default_aug_config
 def get_config():
   return ml_collections.ConfigDict({
       'dataset': 'imagenet2012', 'data_dir': ml_collections.config_dict.placeholder(str),
-      'image_size': 32, 'batch_size': 4,
-      'seed': 0, 'aug': default_aug_config()})
+      'image_size': 32, 'batch_size': 4, 'seed': 0, 'data_threads': 2, 'data_workers': 0,
+      'aug': default_aug_config()})
 '''
 
 
@@ -27,11 +27,15 @@ def _bench(tmp_path, *flags):
 
 
 def test_mock_benchmark_reports_images_per_core(tmp_path):
-  result = _bench(tmp_path, '--mock', '--mock_examples=8', '--warmup_batches=1',
-                  '--num_batches=2')
+  result = _bench(tmp_path, '--mock', '--mock_examples=8', '--workers=0,1',
+                  '--warmup_batches=1', '--num_batches=2')
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'images/s per core' in result.stdout
-  assert 'smt_bench_mock' in result.stdout
+  lines = result.stdout.splitlines()
+  assert lines[0].startswith('dataset folder, image_size 32, batch 4')
+  rows = [line.split() for line in lines[2:]]
+  assert [row[:2] for row in rows] == [['smt_jax', '0'], ['smt_jax', '1']]
+  for row in rows:  # images/s, cores busy, images/s per core
+    assert all(float(value) > 0 for value in row[2:]), row
 
 
 def test_missing_dataset_is_one_message_not_a_traceback(tmp_path):
@@ -40,3 +44,4 @@ def test_missing_dataset_is_one_message_not_a_traceback(tmp_path):
   assert 'Traceback' not in result.stderr
   assert "Dataset 'imagenet2012' is not prepared" in result.stderr
   assert 'tfds build imagenet2012 --manual_dir=' in result.stderr
+  assert result.stderr.count('\n') <= 4, result.stderr

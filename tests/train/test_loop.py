@@ -32,8 +32,9 @@ def test_train_writes_metrics_and_checkpoints(trained):
   best = max(top1, key=lambda s: (top1[s], s))  # ties: the later step
   # Saved every 8 steps; kept: the last two and the best evaluated one.
   assert train_helpers.checkpoint_steps(workdir) == sorted({32, 40, best})
-  # 32 examples per epoch, 16 per step: after 40 steps, epoch 20 starts.
-  assert train_helpers.data_state(workdir, 40)['processes'][0]['epoch'] == 20
+  # The stream continues from the step; the checkpoint names the stream it belongs to.
+  assert train_helpers.data_state(workdir, 40)['stream'] == {
+      'dataset': 'folder', 'seed': config.seed, 'batch_size': 16, 'num_examples': 32}
 
 
 def test_eval_only_reproduces_final_eval(trained):

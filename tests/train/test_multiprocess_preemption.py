@@ -72,7 +72,7 @@ def test_sigterm_to_every_process_saves_one_step_and_resumes(image_folder, tmp_p
   stopped_at = int(saved[0][0])
   assert train_helpers.checkpoint_steps(str(workdir)) == [8, stopped_at]
   assert 8 < stopped_at < STEPS
-  assert len(train_helpers.data_state(str(workdir), stopped_at)['processes']) == 2
+  assert train_helpers.data_state(str(workdir), stopped_at)['stream']['batch_size'] == 16
   assert train_helpers.restore_numpy(str(workdir), stopped_at)['step'] == stopped_at
 
   damaged = tmp_path / 'damaged_run'
