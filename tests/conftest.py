@@ -1,6 +1,6 @@
-"""Shared fixtures: one persistent XLA compilation cache, the official-code test vectors, the
-`cpu_only` marker, and an SMT-T release file served by a local HTTP server as the official
-release page.
+"""Shared fixtures: one persistent XLA compilation cache, compiling with most optimizations
+off, the official-code test vectors, the `cpu_only` marker, and an SMT-T release file served
+by a local HTTP server as the official release page.
 
 Tests marked `cpu_only` check XLA:CPU internals (compiled HLO text, scratch memory, the CPU
 compiler options); on any other default backend they are skipped. Every other test runs on
@@ -18,6 +18,7 @@ import tempfile
 
 import pytest
 
+import compilation
 from release_server import ReleaseServer
 from testvectors import CASES, Vector
 
@@ -56,6 +57,13 @@ def compilation_cache() -> str:
   cache = os.environ[_CACHE_ENV]
   jax.config.update('jax_compilation_cache_dir', cache)
   return cache
+
+
+@pytest.fixture
+def fast_compilation():
+  """Most XLA optimizations off for one test (compilation.py)."""
+  with compilation.most_optimizations_off():
+    yield
 
 
 @pytest.fixture(scope='session', params=CASES)

@@ -20,7 +20,7 @@ NOTEBOOKS = REPO / 'notebooks'
 
 
 @pytest.fixture(autouse=True)
-def fast_compilation(monkeypatch):
+def unoptimized_kernels(monkeypatch):
   """Kernels inherit this environment: XLA compiles unoptimized code, twice as fast."""
   monkeypatch.setenv('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 

@@ -28,16 +28,6 @@ def _check_figures(result):
   assert abs(result['images_per_sec'] * result['step_ms'] / 1e3 - 2) < 0.01
 
 
-@pytest.fixture
-def fast_compilation():
-  """Most XLA optimizations off: about half the compile time, and no figure checked here
-  depends on the compiled code's speed."""
-  before = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', before)
-
-
 def test_train_and_infer_figures(fast_compilation):
   # A shallow SMT-T: the same layers as the full one, a fraction of the compile time.
   small = dict(SMALL, depths=(1, 1, 2, 1))

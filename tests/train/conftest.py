@@ -4,24 +4,20 @@ Compiled programs go to the run's persistent compilation cache (tests/conftest.p
 program compiled once is not compiled again by the runs that resume, get killed or run
 beside it.
 
-XLA compiles with most optimizations off (jax_disable_most_optimizations, in these tests
-and their children alike, so all compile identical code): LLVM's optimizations are about
-two thirds of the CPU compile time of these programs and buy nothing for runs this short.
+XLA compiles with most optimizations off (tests/compilation.py), in these tests and their
+children alike (train_helpers.child_env), so all compile identical code.
 """
-import os
-
 import jax
 import pytest
 
+import compilation
 import train_helpers
 
 
-@pytest.fixture(scope='session', autouse=True)
-def fast_compilation():
-  jax.config.update('jax_disable_most_optimizations', True)
+@pytest.fixture(autouse=True)
+def _every_test_compiles_fast(fast_compilation):
+  del fast_compilation
   yield
-  jax.config.update('jax_disable_most_optimizations',
-                    os.environ.get('JAX_DISABLE_MOST_OPTIMIZATIONS', '0').lower() in ('1', 'true'))
 
 
 @pytest.fixture(scope='session')
@@ -36,5 +32,6 @@ def trained(image_folder, tmp_path_factory):
   from smt_jax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp('reference'))
   config = train_helpers.tiny_config(image_folder)
-  state, metrics = train_and_evaluate(config, workdir)
+  with compilation.most_optimizations_off():  # as every training test
+    state, metrics = train_and_evaluate(config, workdir)
   return config, workdir, jax.device_get(state), metrics

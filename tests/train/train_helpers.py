@@ -79,7 +79,7 @@ def write_config_file(config: ml_collections.ConfigDict, path: pathlib.Path) -> 
 def child_env(num_devices: int = 1) -> dict:
   env = dict(os.environ)
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
-  env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'  # as in this session, see conftest.py
+  env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'  # as the tests themselves, see conftest.py
   env['JAX_PLATFORMS'] = 'cpu'
   env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')])
   env['TF_CPP_MIN_LOG_LEVEL'] = '2'
