@@ -74,34 +74,41 @@ def _linear_taps(src: int, dst: int):
   return i, np.minimum(i + 1, src - 1), w0, w1
 
 
-def resize_bilinear(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+def resize_bilinear(image: np.ndarray, size: Tuple[int, int], box=None) -> np.ndarray:
   """OpenCV INTER_LINEAR on uint8 [H, W, C] to size (h, w), without antialiasing, with its
-  fixed-point arithmetic; an exact 2x shrink is OpenCV's 2x2 average, as OpenCV does."""
+  fixed-point arithmetic; an exact 2x shrink is OpenCV's 2x2 average, as OpenCV does.
+
+  box: (rows, cols) slices of the resized image to return; only those pixels are computed
+  (a training crop of a large resize costs the crop, not the resize).
+  """
   h, w = image.shape[:2]
+  y0, y1, _ = (box[0] if box else slice(None)).indices(size[0])
+  x0, x1, _ = (box[1] if box else slice(None)).indices(size[1])
   if (h, w) == tuple(size):
-    return image.copy()
-  x = image.astype(np.int64)
+    return image[y0:y1, x0:x1].copy()
   if (h, w) == (2 * size[0], 2 * size[1]):
+    x = image[2 * y0:2 * y1, 2 * x0:2 * x1].astype(np.int32)
     return ((x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2] + 2) >> 2
             ).astype(np.uint8)
-  c0, c1, u0, u1 = _linear_taps(w, size[1])
-  r0, r1, v0, v1 = _linear_taps(h, size[0])
-  rows = (x[:, c0] * u0[:, None] + x[:, c1] * u1[:, None]) >> 4  # [h, W', C], x 2048 / 16
+  c0, c1, u0, u1 = (t[x0:x1] for t in _linear_taps(w, size[1]))
+  r0, r1, v0, v1 = (t[y0:y1] for t in _linear_taps(h, size[0]))
+  top = r0.min()
+  x = image[top:r1.max() + 1].astype(np.int32)  # the source rows the box reads
+  rows = (x[:, c0] * u0[:, None] + x[:, c1] * u1[:, None]) >> 4  # x 2048 / 16
   # OpenCV's vector path: each tap's product keeps its high 16 bits, then /4 rounded.
-  out = ((rows[r0] * v0[:, None, None]) >> 16) + ((rows[r1] * v1[:, None, None]) >> 16)
+  out = ((rows[r0 - top] * v0[:, None, None]) >> 16) + ((rows[r1 - top] * v1[:, None, None]) >> 16)
   return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)
 
 
 def rgb_to_hsv(image: np.ndarray) -> np.ndarray:
   """OpenCV COLOR_RGB2HSV on uint8 (H in [0, 180), S and V in [0, 255]), its integer math."""
-  r, g, b = (image[..., k].astype(np.int64) for k in range(3))
+  r, g, b = (image[..., k].astype(np.int32) for k in range(3))
   v = np.maximum(np.maximum(r, g), b)
   diff = v - np.minimum(np.minimum(r, g), b)
   round_half = 1 << (_HSV_SHIFT - 1)
-  with np.errstate(divide='ignore'):
-    sdiv = np.where(v == 0, 0, np.rint((255 << _HSV_SHIFT) / np.maximum(v, 1))).astype(np.int64)
-    hdiv = np.where(diff == 0, 0, np.rint((180 << _HSV_SHIFT) / (6.0 * np.maximum(diff, 1)))
-                    ).astype(np.int64)
+  sdiv = np.where(v == 0, 0, np.rint((255 << _HSV_SHIFT) / np.maximum(v, 1))).astype(np.int32)
+  hdiv = np.where(diff == 0, 0, np.rint((180 << _HSV_SHIFT) / (6.0 * np.maximum(diff, 1)))
+                  ).astype(np.int32)
   s = (diff * sdiv + round_half) >> _HSV_SHIFT
   h = np.where(v == r, g - b, np.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
   h = (h * hdiv + round_half) >> _HSV_SHIFT
@@ -123,34 +130,36 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
   return np.clip(rgb * np.float32(255), 0, 255).astype(np.uint8)
 
 
-def random_resize(image, label, rng: np.random.Generator, cfg):
-  """mmseg Resize with ratio_range: scale = img_scale x U(ratio_range), kept aspect ratio;
-  bilinear for the image, nearest for the label."""
+def random_scale_size(height: int, width: int, rng: np.random.Generator, cfg
+                      ) -> Tuple[int, int]:
+  """mmseg Resize with ratio_range: the keep-ratio size for img_scale x U(ratio_range)."""
   low, high = cfg.ratio_range
   ratio = rng.random() * (high - low) + low
-  scale = int(cfg.img_scale[0] * ratio), int(cfg.img_scale[1] * ratio)
-  size = rescale_size(*image.shape[:2], scale)
-  return resize_bilinear(image, size), resize_nearest(label, size)
+  return rescale_size(height, width, (int(cfg.img_scale[0] * ratio),
+                                      int(cfg.img_scale[1] * ratio)))
 
 
-def _crop_box(shape, crop_size, rng):
+def _draw_box(shape, crop_size, rng):
   top = rng.integers(0, max(shape[0] - crop_size[0], 0) + 1)
   left = rng.integers(0, max(shape[1] - crop_size[1], 0) + 1)
-  return slice(top, top + crop_size[0]), slice(left, left + crop_size[1])
+  return (slice(top, min(top + crop_size[0], shape[0])),
+          slice(left, min(left + crop_size[1], shape[1])))
 
 
-def random_crop(image, label, rng: np.random.Generator, cfg):
-  """mmseg RandomCrop: a crop_size box (smaller where the image is); with cat_max_ratio < 1
-  up to 10 boxes are rejected while one class (255 not counted) covers >= cat_max_ratio of
-  the box's labelled pixels or only one class is present; then the next box is kept."""
-  box = _crop_box(label.shape, cfg.crop_size, rng)
+def crop_box(label: np.ndarray, rng: np.random.Generator, cfg) -> Tuple[slice, slice]:
+  """mmseg RandomCrop's box (rows, cols) on the resized label: crop_size, or smaller where
+  the label is; with cat_max_ratio < 1 up to 10 boxes are rejected while one class (255
+  not counted) covers >= cat_max_ratio of the box's labelled pixels or only one class is
+  present, and then the next box is kept."""
+  box = _draw_box(label.shape, cfg.crop_size, rng)
   if cfg.cat_max_ratio < 1:
     for _ in range(10):
-      _, counts = np.unique(label[box][label[box] != IGNORE_INDEX], return_counts=True)
+      counts = np.bincount(label[box].ravel(), minlength=256)[:IGNORE_INDEX]
+      counts = counts[counts > 0]
       if len(counts) > 1 and counts.max() / counts.sum() < cfg.cat_max_ratio:
         break
-      box = _crop_box(label.shape, cfg.crop_size, rng)
-  return image[box], label[box]
+      box = _draw_box(label.shape, cfg.crop_size, rng)
+  return box
 
 
 def random_flip(image, label, rng: np.random.Generator, cfg):
@@ -206,8 +215,10 @@ def pad(image, label, size: Tuple[int, int]):
 def train_example(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, cfg
                   ) -> Tuple[np.ndarray, np.ndarray]:
   """The training transforms in mmseg's order: uint8 [crop_h, crop_w, 3] and [crop_h, crop_w]."""
-  image, label = random_resize(image, label, rng, cfg)
-  image, label = random_crop(image, label, rng, cfg)
+  size = random_scale_size(*image.shape[:2], rng, cfg)  # Resize (bilinear / nearest) and
+  label = resize_nearest(label, size)                  # RandomCrop, the image resized
+  box = crop_box(label, rng, cfg)                      # only inside the crop
+  image, label = resize_bilinear(image, size, box), label[box]
   image, label = random_flip(image, label, rng, cfg)
   image = photometric_distortion(image, rng, cfg)
   return pad(image, label, tuple(cfg.crop_size))

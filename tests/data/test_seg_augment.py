@@ -72,16 +72,27 @@ def test_rescale_size():
   assert sa.rescale_size(3, 5, (10, 4)) == (4, 7)  # 4/3: 6.67 rounds up
 
 
-def test_random_resize_draws_ratio_and_keeps_ignore():
+def test_random_scale_size_draws_ratio():
   cfg = sa.default_seg_aug_config()
-  image = np.zeros((300, 400, 3), np.uint8)
+  # ratio 0.5 + 0.25 * 1.5 = 0.875: scale (1792, 448): factor 448 / 300
+  assert sa.random_scale_size(300, 400, Script(('random', 0.25)), cfg) == (448, 597)
+
+
+def test_nearest_keeps_ignore():
   label = np.full((300, 400), 255, np.uint8)
   label[:150] = 7
-  out_image, out_label = sa.random_resize(image, label, Script(('random', 0.25)), cfg)
-  # ratio 0.5 + 0.25 * 1.5 = 0.875: scale (1792, 448): factor 448 / 300
-  assert out_image.shape == (448, 597, 3) and out_label.shape == (448, 597)
-  assert set(np.unique(out_label)) == {7, 255}
-  assert (out_label[:224] == 7).all() and (out_label[224:] == 255).all()
+  out = sa.resize_nearest(label, (448, 597))
+  assert (out[:224] == 7).all() and (out[224:] == 255).all()
+
+
+@pytest.mark.parametrize('shape,size', [((37, 53), (74, 106)), ((37, 53), (20, 29)),
+                                        ((36, 52), (18, 26)), ((37, 53), (37, 53))])
+def test_bilinear_box_is_a_slice_of_the_whole(shape, size):
+  image = np.random.default_rng(3).integers(0, 256, (*shape, 3), dtype=np.uint8)
+  whole = sa.resize_bilinear(image, size)
+  for box in [(slice(0, 5), slice(0, 7)), (slice(3, 17), slice(9, 100)),
+              (slice(size[0] - 4, size[0] + 10), slice(size[1] - 1, size[1]))]:
+    np.testing.assert_array_equal(sa.resize_bilinear(image, size, box), whole[box])
 
 
 def crop_cfg(crop_size, cat_max_ratio=0.75):
@@ -93,11 +104,9 @@ def crop_cfg(crop_size, cat_max_ratio=0.75):
 def test_crop_rejects_single_class_box():
   label = np.zeros((4, 8), np.uint8)
   label[:, 4:] = [[2, 3, 2, 3]] * 4  # left box: class 0 only; right box: 2 and 3, half each
-  image = np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3)
   draws = [('integers', 0), ('integers', 0), ('integers', 0), ('integers', 4)]
-  out_image, out_label = sa.random_crop(image, label, Script(*draws), crop_cfg((4, 4)))
-  np.testing.assert_array_equal(out_label, label[:, 4:])
-  np.testing.assert_array_equal(out_image, image[:, 4:])
+  box = sa.crop_box(label, Script(*draws), crop_cfg((4, 4)))
+  np.testing.assert_array_equal(label[box], label[:, 4:])
 
 
 def test_crop_ratio_leaves_out_ignored_pixels():
@@ -105,7 +114,7 @@ def test_crop_ratio_leaves_out_ignored_pixels():
   label[0, 0] = 2
   label[3] = 255  # 11 x class 1, 1 x class 2, 4 ignored: 11/12 >= 0.75 (11/16 would pass)
   script = Script(*[('integers', 0)] * 22)
-  sa.random_crop(np.zeros((4, 4, 3), np.uint8), label, script, crop_cfg((4, 4)))
+  sa.crop_box(label, script, crop_cfg((4, 4)))
   assert not script.draws  # rejected 10 times, then the 11th box is kept unchecked
 
 
@@ -113,16 +122,14 @@ def test_crop_keeps_the_eleventh_box():
   label = np.zeros((5, 5), np.uint8)  # every box single-class
   label[4, 4] = 9
   draws = [('integers', 0)] * 20 + [('integers', 1), ('integers', 1)]
-  _, out = sa.random_crop(np.zeros((5, 5, 3), np.uint8), label, Script(*draws),
-                          crop_cfg((4, 4)))
-  np.testing.assert_array_equal(out, label[1:, 1:])
+  box = sa.crop_box(label, Script(*draws), crop_cfg((4, 4)))
+  assert box == (slice(1, 5), slice(1, 5))
 
 
 def test_crop_smaller_image_and_no_ratio():
   label = np.arange(6, dtype=np.uint8).reshape(2, 3)
   script = Script(('integers', 0), ('integers', 0))  # margins 0: one box, no re-draw
-  _, out = sa.random_crop(np.zeros((2, 3, 3), np.uint8), label, script, crop_cfg((4, 4), 1.0))
-  np.testing.assert_array_equal(out, label)
+  assert sa.crop_box(label, script, crop_cfg((4, 4), 1.0)) == (slice(0, 2), slice(0, 3))
 
 
 def test_flip_both_or_neither():
