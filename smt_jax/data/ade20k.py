@@ -73,8 +73,8 @@ class Ade20k(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'ADEChallengeData2016, labels reduced (0 -> 255, k -> k-1).'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
-  Download {ZIP_NAME} (the official ADE20K scene-parsing release of the MIT SceneParsing
-  benchmark, 923 MB) and put it, unextracted, in the manual folder (`--manual_dir`).
+  Download {ZIP_NAME} (the official ADE20K release of the MIT Scene Parsing benchmark,
+  http://sceneparsing.csail.mit.edu/) and put it, unextracted, in the manual folder.
   """
 
   def _info(self) -> tfds.core.DatasetInfo:

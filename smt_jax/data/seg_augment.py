@@ -13,7 +13,7 @@ here stays uint8. mmseg pads *after* normalizing, i.e. with the mean colour; her
 the mean rounded to uint8, `PAD_RGB`, which normalizes to within 0.01 of mmseg's 0.
 
 mmcv does its resizing and colour conversion with OpenCV; this module does it in numpy,
-after OpenCV's definitions (its vector code paths, those that run on x86 and ARM): nearest
+after OpenCV's definitions (the vector code paths it takes on x86): nearest
 resizing, RGB->HSV and HSV->RGB equal OpenCV exactly; bilinear resizing (OpenCV's fixed-point
 weights) equals it on more than 99% of pixels and is within 1 grey level elsewhere (OpenCV's
 scalar code for the last pixels of a row rounds differently). Checked against outputs of

@@ -46,7 +46,11 @@ def built(tmp_path_factory):
   root = tmp_path_factory.mktemp('ade20k')
   (root / 'manual').mkdir()
   examples = write_zip(root / 'manual' / ade20k.ZIP_NAME)
-  ade20k.build(str(root / 'manual'), str(root / 'data'))
+  result = subprocess.run(
+      [sys.executable, '-m', 'smt_jax.tools.build_ade20k', f'--manual_dir={root / "manual"}',
+       f'--data_dir={root / "data"}'], capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f'Built ade20k/1.0.0 in {root / "data" / "ade20k" / "1.0.0"}' in result.stdout
   return root, examples
 
 
@@ -89,16 +93,24 @@ def test_array_record_build_read_back(built):
   assert info.metadata['class_names'] == ade20k.CLASS_NAMES
 
 
-@pytest.mark.parametrize('other_file', [True, False])  # TFDS checks a missing/empty folder
-def test_missing_zip_names_file_and_folder(tmp_path, other_file):
-  if other_file:
-    (tmp_path / 'manual').mkdir()
-    (tmp_path / 'manual' / 'other.zip').write_bytes(b'')
+def test_missing_zip_names_file_and_folder(tmp_path):
+  """The folder exists (a TFDS builder would pass it on) but holds no zip."""
+  (tmp_path / 'manual').mkdir()
+  (tmp_path / 'manual' / 'other.zip').write_bytes(b'')
+  with pytest.raises(FileNotFoundError, match=f'{ade20k.ZIP_NAME} not found in the manual '
+                     f'folder {tmp_path / "manual"}'):
+    tfds.builder('ade20k', data_dir=str(tmp_path / 'data')).download_and_prepare(
+        file_format='array_record',
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / 'manual')))
+
+
+def test_missing_folder_is_one_error_line(tmp_path):
+  """No folder at all (TFDS's own check would name no file): the tool's one-line error."""
   result = subprocess.run(
-      [sys.executable, '-m', 'smt_jax.tools.build_ade20k', f'--manual_dir={tmp_path / "manual"}',
+      [sys.executable, '-m', 'smt_jax.tools.build_ade20k', f'--manual_dir={tmp_path / "none"}',
        f'--data_dir={tmp_path / "data"}'], capture_output=True, text=True, check=False)
   assert result.returncode == 1
   assert 'Traceback' not in result.stderr
-  assert f'error: {ade20k.ZIP_NAME} not found in the manual folder {tmp_path / "manual"}' \
+  assert f'error: {ade20k.ZIP_NAME} not found in the manual folder {tmp_path / "none"}' \
       in result.stderr
   assert 'python -m smt_jax.tools.build_ade20k --manual_dir=' in result.stderr
