@@ -13,12 +13,11 @@ here stays uint8. mmseg pads *after* normalizing, i.e. with the mean colour; her
 the mean rounded to uint8, `PAD_RGB`, which normalizes to within 0.01 of mmseg's 0.
 
 mmcv does its resizing and colour conversion with OpenCV; this module does it in numpy,
-after OpenCV's definitions (the vector code paths it takes on x86): nearest
-resizing, RGB->HSV and HSV->RGB equal OpenCV exactly; bilinear resizing (OpenCV's fixed-point
-weights) equals it on more than 99% of pixels and is within 1 grey level elsewhere (OpenCV's
-scalar code for the last pixels of a row rounds differently). Checked against outputs of
-OpenCV 4.8, the version of the official results' era, kept in
-tests/testdata/seg_augment_opencv (tests/data/test_seg_augment.py).
+after OpenCV's arithmetic (the vector code paths it takes on x86): nearest resizing, RGB->HSV
+and HSV->RGB equal OpenCV exactly; bilinear resizing (OpenCV's fixed-point weights) equals
+it on more than 99% of pixels and is within 1 grey level elsewhere (OpenCV's scalar code for
+the last pixels of a row rounds differently). Checked against outputs of OpenCV 4.8 (5.1
+gives the same) kept in tests/testdata/seg_augment_opencv (tests/data/test_seg_augment.py).
 """
 from typing import Tuple
 
@@ -175,8 +174,8 @@ def _convert(x, alpha=1.0, beta=0.0):
 
 
 def photometric_distortion(image, rng: np.random.Generator, cfg):
-  """mmseg PhotoMetricDistortion: brightness, contrast (now with one chance in two), then
-  saturation, hue, then contrast (if not done first); each step on with probability 1/2."""
+  """mmseg PhotoMetricDistortion: brightness, then contrast either before saturation and hue
+  or after them (a fair coin, mmseg's `mode`); each of the four steps with probability 1/2."""
   def coin():
     return rng.integers(2) == 1
   if coin():
