@@ -6,7 +6,8 @@ import os
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
 
 import jax  # pylint: disable=g-import-not-at-top
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+from jax.sharding import Mesh, NamedSharding  # pylint: disable=g-import-not-at-top
+from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from smt_jax.train import seg_metrics  # pylint: disable=g-import-not-at-top
