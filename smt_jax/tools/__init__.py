@@ -4,4 +4,5 @@
     python -m smt_jax.tools.summary   per-stage table, parameters, MACs, FLOPs
     python -m smt_jax.tools.bench     model step images/s (inference or training)
     python -m smt_jax.tools.bench_input   input pipeline images/s
+    python -m smt_jax.tools.build_ade20k  ADE20K TFDS dataset (ArrayRecord) from the official zip
 """

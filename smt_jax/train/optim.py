@@ -57,6 +57,29 @@ def lr_schedule(base_lr: float, warmup_lr: float, min_lr: float, warmup_steps: i
   return schedule
 
 
+def poly_schedule(base_lr: float, total_steps: int, warmup_steps: int, warmup_ratio: float,
+                  power: float = 1.0, min_lr: float = 0.0) -> optax.Schedule:
+  """mmcv's PolyLrUpdaterHook with linear warmup, by_epoch=False (the mmseg recipes).
+
+  Before iteration i (from 0) mmcv sets the poly rate
+  poly(i) = (base_lr - min_lr) * (1 - i / total_steps) ** power + min_lr, and while
+  i < warmup_steps scales it by 1 - (1 - i / warmup_steps) * (1 - warmup_ratio). Iteration i
+  is optax's update count, so the schedule is that formula at the count.
+
+  Written for float32: 1 - i / total_steps as (total_steps - i) / total_steps, with the
+  difference of integers exact, and the warmup factor as warmup_ratio + i * (1 -
+  warmup_ratio) / warmup_steps, so the first and last rates keep their relative precision.
+  """
+  def schedule(count):
+    i = jnp.asarray(count, jnp.float32)
+    left = jnp.maximum(total_steps - i, 0) / total_steps
+    poly = (base_lr - min_lr) * left ** power + min_lr
+    warm = warmup_ratio + i * ((1 - warmup_ratio) / max(warmup_steps, 1))
+    return jnp.where(i < warmup_steps, poly * warm, poly)
+
+  return schedule
+
+
 def path_str(path, sep: str = '/') -> str:
   """'params/block3_5/attn/kv/kernel'-style name of a pytree key path (joined by `sep`)."""
   parts = []
