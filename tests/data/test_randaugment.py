@@ -60,7 +60,7 @@ def test_every_op_is_covered():
 
 
 def test_posterize_to_zero_bits_is_black():
-  # timm asks for 0 bits here; Pillow >= 11 refuses, older Pillow (the official training's)
+  # timm asks for 0 bits here; Pillow 13 refuses, older Pillow (the official training's)
   # kept no bits: a black image.
   assert sorted(REFERENCE['op_raises']) == ['Posterize/0.0/1', 'PosterizeIncreasing/10.0/1']
   image = Image.fromarray(REFERENCE['op_image'])
