@@ -62,7 +62,7 @@ def translate_y(image, magnitude, sign):
 def _posterize(image, bits):
   """Keeps the `bits` (0 to 8) most significant bits of every value.
 
-  PIL's `ImageOps.posterize` did the same until Pillow 11, which refuses 0 bits; timm's
+  PIL's `ImageOps.posterize` did the same before Pillow 13, which refuses 0 bits; timm's
   'inc1' set asks for 0 bits at magnitude 10, hence the own lookup table (0 bits: black).
   """
   if bits >= 8:

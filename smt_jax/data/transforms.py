@@ -90,7 +90,7 @@ def _open(data: bytes) -> Image.Image:
 def _decode(image: Image.Image, box: Box, size: Tuple[int, int]) -> Tuple[Image.Image, Box]:
   """Decodes `image` as RGB, for a later resize of `box` to `size` (width, height).
 
-  A JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) at which `box` still covers
+  A JPEG is decoded at the most reduced DCT scale (1/2, 1/4, 1/8) at which `box` still covers
   `size`; the returned box is `box` in the decoded image's coordinates.
   """
   shrink = min((box[2] - box[0]) / size[0], (box[3] - box[1]) / size[1])

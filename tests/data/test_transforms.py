@@ -4,6 +4,7 @@ import os
 
 import ml_collections
 import numpy as np
+import PIL
 from PIL import Image
 import pytest
 from scipy import stats
@@ -19,6 +20,18 @@ SIZE = 32  # the reference outputs' side
 
 def _encoded(key):
   return REFERENCE[f'encoded/{key}'].tobytes()
+
+
+def _assert_equal_to_reference(out, expected, key):
+  """Exact on the reference's Pillow (13).
+
+  Pillow 10 to 12 resize images converted from CMYK within 1 level of Pillow 13; every other
+  case is exact on those versions too.
+  """
+  if key.startswith('jpeg_cmyk') and PIL.__version__ != REFERENCE['versions'][1]:
+    np.testing.assert_allclose(out, expected, rtol=0, atol=1)
+  else:
+    np.testing.assert_array_equal(out, expected)
 
 
 def _aug(**changes):
@@ -65,21 +78,21 @@ def test_resized_crop_equals_timm(key, monkeypatch):
   for window, expected in zip(REFERENCE[f'crop_windows/{key}'], REFERENCE[f'crop/{key}']):
     monkeypatch.setattr(transforms, 'random_crop_window', lambda *_, w=tuple(window): w)
     out = transforms.train_image(_encoded(key), np.random.default_rng(0), SIZE, aug)
-    np.testing.assert_array_equal(out, expected)
+    _assert_equal_to_reference(out, expected, key)
 
 
 @pytest.mark.parametrize('key', IMAGES)
 def test_eval_equals_timm(key):
   data = _encoded(key)
   out = transforms.eval_image(data, SIZE, _aug())
-  np.testing.assert_array_equal(out, REFERENCE[f'eval_crop/{key}'])
+  _assert_equal_to_reference(out, REFERENCE[f'eval_crop/{key}'], key)
   out = transforms.eval_image(data, SIZE, _aug(eval_center_crop=False))
-  np.testing.assert_array_equal(out, REFERENCE[f'eval_square/{key}'])
+  _assert_equal_to_reference(out, REFERENCE[f'eval_square/{key}'], key)
   # Without the random crop, training images get the evaluation geometry.
   out = transforms.train_image(data, np.random.default_rng(0), SIZE,
                                _aug(random_resized_crop=False, hflip=False,
                                     randaugment_num_ops=0))
-  np.testing.assert_array_equal(out, REFERENCE[f'eval_crop/{key}'])
+  _assert_equal_to_reference(out, REFERENCE[f'eval_crop/{key}'], key)
 
 
 def test_crop_window_fallback_equals_timm():

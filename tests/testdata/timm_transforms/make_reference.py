@@ -94,7 +94,7 @@ def op_references(rng, rand_augment, out):
         random.seed(seeds[sign])
         try:
           out[f'op/{name}/{magnitude}/{sign}'] = np.asarray(op(image))
-        except ValueError:  # Pillow >= 11 refuses to posterize to 0 bits.
+        except ValueError:  # Pillow 13 refuses to posterize to 0 bits.
           raises.append(f'{name}/{magnitude}/{sign}')
   out['op_raises'] = np.array(raises)
 
