@@ -10,6 +10,9 @@ from smt_jax.data import default_aug_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  # What is trained: 'classification' (this recipe) or 'segmentation' (UPerNet on SMT,
+  # configs/upernet_*.py).
+  config.task = 'classification'
 
   # Model: `name` is a variant of `smt_jax.models.create_model`; any other field here
   # overrides the matching module field (e.g. `config.model.drop_path_rate`). dtype is the

@@ -47,6 +47,7 @@ from smt_jax import data
 from smt_jax import pretrained
 from smt_jax import weights
 from smt_jax.train import train_and_evaluate
+from smt_jax.train import progress
 from smt_jax.train.checkpointing import CheckpointError, check_workdir
 from smt_jax.train.validate import ConfigError
 
@@ -107,8 +108,7 @@ def main(argv):
           pretrained.PretrainedError, weights.WeightsError) as e:
     sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
   if FLAGS.config.eval_only and metrics and jax.process_index() == 0:
-    print(f"top-1 {metrics['eval/top1']:.4f}  top-5 {metrics['eval/top5']:.4f}  "
-          f"({int(metrics['eval/num_examples'])} images)")
+    print(progress.result_line(metrics))
 
 
 if __name__ == '__main__':

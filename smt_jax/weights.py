@@ -1,17 +1,20 @@
 """Model weights on disk: an orbax checkpoint holding the variables and the model config.
 
-This is what the converter writes and what `config.init_from` and evaluation read: a
-directory with two orbax items, `variables` ({'params', 'batch_stats'}) and `model`
-(the SMT fields as JSON), so the model can be rebuilt without the training code.
+This is what the converter and the export tool write and what `config.init_from` and
+evaluation read: a directory with two orbax items, `variables` ({'params', 'batch_stats'})
+and `model` (the SMT fields as JSON; for a segmenter, the UPerNet fields and the SMT
+backbone's), so the model can be rebuilt without the training code.
 `pretrained(name)` gives the official release weights by name (see smt_jax.pretrained).
 """
 import dataclasses
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import orbax.checkpoint as ocp
 
-from smt_jax.models import SMT, abstract_variables
+from smt_jax.models import SMT, UPerNet, abstract_variables
+
+Model = Union[SMT, UPerNet]
 
 # Fields that describe how to run the model, not what it is; not stored.
 _RUNTIME_FIELDS = ('parent', 'name', 'dtype', 'param_dtype', 'ops', 'remat')
@@ -49,8 +52,12 @@ def check_weights_dir(path: str, what: str = 'The weights checkpoint') -> str:
   raise WeightsError(f'{what} {directory} {problem}; expected {expected}. {_MAKE_WEIGHTS}')
 
 
-def model_config(model: SMT) -> Dict[str, Any]:
+def model_config(model: Model) -> Dict[str, Any]:
   """The architecture fields of `model` as JSON-able values."""
+  if isinstance(model, UPerNet):
+    return {'upernet': {'num_classes': model.num_classes, 'channels': model.channels,
+                        'aux_channels': model.aux_channels, 'dropout': model.dropout},
+            'backbone': model_config(model.backbone)}
   cfg = {}
   for field in dataclasses.fields(model):
     if field.name not in _RUNTIME_FIELDS:
@@ -59,7 +66,13 @@ def model_config(model: SMT) -> Dict[str, Any]:
   return cfg
 
 
-def save(directory: str, variables: Dict[str, Any], model: SMT) -> None:
+def _model_from_config(cfg: Dict[str, Any], runtime: Dict[str, Any]) -> Model:
+  if 'upernet' in cfg:
+    return UPerNet(_model_from_config(cfg['backbone'], runtime), **cfg['upernet'])
+  return SMT(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}, **runtime)
+
+
+def save(directory: str, variables: Dict[str, Any], model: Model) -> None:
   """Writes `variables` and `model`'s config to a new orbax checkpoint `directory`."""
   directory = os.path.abspath(directory)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
@@ -68,17 +81,17 @@ def save(directory: str, variables: Dict[str, Any], model: SMT) -> None:
         model=ocp.args.JsonSave(model_config(model))))
 
 
-def load(directory: str, **runtime) -> Tuple[SMT, Dict[str, Any]]:
+def load(directory: str, **runtime) -> Tuple[Model, Dict[str, Any]]:
   """Rebuilds the model saved in `directory` and returns (model, variables).
 
-  `runtime` sets fields that are not stored, e.g. dtype=jnp.bfloat16 or ops='xla'.
+  `runtime` sets fields that are not stored, e.g. dtype=jnp.bfloat16 or ops='xla' (for a
+  segmenter, of its backbone).
   """
   directory = check_weights_dir(directory)
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckptr:
     cfg = ckptr.restore(directory, args=ocp.args.Composite(
         model=ocp.args.JsonRestore()))['model']
-    model = SMT(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()},
-                **runtime)
+    model = _model_from_config(cfg, runtime)
     abstract = abstract_variables(model)
     variables = ckptr.restore(directory, args=ocp.args.Composite(
         variables=ocp.args.StandardRestore(abstract)))['variables']

@@ -88,3 +88,18 @@ def test_finetune_notebook_trains_from_weights_and_plots_curves(tmp_path):
   figures = [out for cell in notebook.cells for out in cell.get('outputs', [])
              if 'image/png' in out.get('data', {})]
   assert len(figures) == 1
+
+
+def test_segmentation_notebook_trains_and_colours_masks(tmp_path):
+  notebook = run_notebook(
+      'segmentation.ipynb', REPO, WORKDIR=str(tmp_path / 'run'), NUM_STEPS=4,
+      MODEL_OVERRIDES=dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), ops='xla'),
+      HEAD_OVERRIDES=dict(channels=16, aux_channels=8))
+  printed = _outputs(notebook)
+  assert "'eval/mIoU': " in printed and "'eval/num_examples': 48" in printed
+  assert 'classes: 0 background, 1 disc, 2 square, 3 triangle' in printed
+  assert 'pixel accuracy on these scenes: ' in printed
+  assert (tmp_path / 'run' / 'checkpoints' / '4').is_dir()
+  figures = [out for cell in notebook.cells for out in cell.get('outputs', [])
+             if 'image/png' in out.get('data', {})]
+  assert len(figures) == 1

@@ -75,7 +75,7 @@ def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
                            prefetch_buffer_size=config.data_threads)
 
 
-def _parallel(dataset: grain.MapDataset, config: ml_collections.ConfigDict
+def parallel(dataset: grain.MapDataset, config: ml_collections.ConfigDict
               ) -> grain.IterDataset:
   dataset = dataset.to_iter_dataset(_read_options(config))
   if config.data_workers > 0:
@@ -85,33 +85,42 @@ def _parallel(dataset: grain.MapDataset, config: ml_collections.ConfigDict
   return dataset
 
 
+class ClassificationExample:
+  """(encoded image, class id, generator) -> one augmented training example (pickled to workers)."""
+
+  def __init__(self, image_size: int, aug: ml_collections.ConfigDict):
+    self._image_size, self._aug = image_size, aug
+
+  def __call__(self, data: bytes, label: int, rng: np.random.Generator) -> Dict[str, Any]:
+    return {'image': transforms.train_image(data, rng, self._image_size, self._aug),
+            'label': np.int32(label)}
+
+
 class _TrainBatch:
   """Step -> this process's rows of that global batch (a Grain map; pickled to workers)."""
 
   def __init__(self, source, stream: stream_lib.TrainStream, rows: np.ndarray,
-               global_batch_size: int, image_size: int, aug: ml_collections.ConfigDict):
+               global_batch_size: int, make_example):
     self._source, self._stream, self._rows = source, stream, rows
     self._split = source.info.train_split
-    self._global_batch_size, self._image_size, self._aug = global_batch_size, image_size, aug
+    self._global_batch_size, self._make_example = global_batch_size, make_example
 
   def __call__(self, step: int) -> Batch:
-    images, labels, skipped = [], [], []
+    examples, skipped = [], []
     for row in self._rows:
       epoch, position = self._stream.locate(step * self._global_batch_size + int(row))
-      image, label = self._example(epoch, position, skipped)
-      images.append(image)
-      labels.append(label)
-    return {'image': np.stack(images), 'label': np.array(labels, np.int32),
-            'skipped': np.array(skipped, np.int64)}
+      examples.append(self._example(epoch, position, skipped))
+    batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    batch['skipped'] = np.array(skipped, np.int64)
+    return batch
 
-  def _example(self, epoch: int, position: int, skipped: List[int]):
+  def _example(self, epoch: int, position: int, skipped: List[int]) -> Dict[str, Any]:
     """The example at `position` of `epoch`, or the first readable one after it."""
     for offset in range(min(self._stream.num_examples, 100)):
       index = self._stream.index(epoch, (position + offset) % self._stream.num_examples)
-      data, label = self._source.example(self._split, index)
+      data, target = self._source.example(self._split, index)
       try:
-        return transforms.train_image(data, self._stream.rng(epoch, index), self._image_size,
-                                      self._aug), label
+        return self._make_example(data, target, self._stream.rng(epoch, index))
       except transforms.DecodeError:
         skipped.append(index)
     raise CorruptImageError(
@@ -121,17 +130,20 @@ class _TrainBatch:
 
 
 class TrainIterator:
-  """Endless training batches {'image' uint8 [b, s, s, 3], 'label' int32 [b]} of this process.
+  """Endless training batches of this process: {'image' uint8 [b, s, s, 3], 'label' int32
+  [b]}, or what `make_example` gives per example, stacked.
 
   Starts at global batch `start_step` (0-based: the batch of update start_step + 1). With
   `sharding`, batches are global arrays of config.batch_size rows and the next
-  `device_prefetch` of them are already on their way to the devices.
+  `device_prefetch` of them are already on their way to the devices. `make_example(data,
+  target, rng)` turns a source's example into arrays (default: `ClassificationExample`);
+  it raises `transforms.DecodeError` for an image that cannot be decoded.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, *, start_step: int = 0,
                sharding: Optional[jax.sharding.Sharding] = None,
                process_index: Optional[int] = None, process_count: Optional[int] = None,
-               device_prefetch: int = 2):
+               device_prefetch: int = 2, make_example=None):
     self._source = sources.get_source(config)
     self.info = self._source.info
     self._global_batch_size = config.batch_size
@@ -141,8 +153,9 @@ class TrainIterator:
     self._queue_size = device_prefetch if sharding is not None else 1
     make_batch = _TrainBatch(
         self._source, stream_lib.TrainStream(self.info.num_train_examples, config.seed),
-        rows, config.batch_size, config.image_size, config.aug)
-    self._batches = iter(_parallel(
+        rows, config.batch_size,
+        make_example or ClassificationExample(config.image_size, config.aug))
+    self._batches = iter(parallel(
         grain.MapDataset.range(start_step, _STEPS_LIMIT).map(make_batch), config))
     self._queue = collections.deque()
     self.num_skipped = 0
@@ -238,7 +251,7 @@ class EvalIterator:
     return self.num_batches
 
   def __iter__(self) -> Iterator[Batch]:
-    batches = iter(_parallel(
+    batches = iter(parallel(
         grain.MapDataset.range(self.num_batches).map(self._make_batch), self._config))
     try:
       for batch in batches:

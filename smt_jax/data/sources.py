@@ -1,12 +1,15 @@
-"""Where examples come from: random-access sources of (encoded image, label) by index.
+"""Where examples come from: random-access sources of (encoded image, target) by index.
 
 `config.dataset` is a TFDS name (e.g. 'imagenet2012', prepared in the ArrayRecord format in
 `config.data_dir`) or 'folder' (an image-folder tree `config.data_dir/<split>/<class>/<image>`;
 class ids follow the sorted class-folder names, files are taken in sorted order).
 
 A source reads any example of a split by its index, in O(1): `example(split, index)` gives
-the encoded image bytes and the label, undecoded, so the pipeline decides what and how much
-to decode. TFDS datasets are read through `tfds.data_source`, which needs the ArrayRecord
+the encoded image bytes and the target, undecoded, so the pipeline decides what and how much
+to decode. The target is a class id (classification: a TFDS `label` feature, or the folder)
+or the encoded label map (segmentation: a TFDS `segmentation` image feature, as in the
+`ade20k` and `seg_shapes` builders of this package, whose class names come from the
+dataset's metadata). TFDS datasets are read through `tfds.data_source`, which needs the ArrayRecord
 format; a TFRecord build raises `DatasetNotFoundError` naming the `tfds convert_format`
 command that converts it in place.
 
@@ -16,12 +19,17 @@ directory searched and the command that prepares it.
 import dataclasses
 import functools
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from etils import epath
 import ml_collections
 import tensorflow_datasets as tfds
 
+from smt_jax.data import ade20k  # pylint: disable=unused-import (registers the builder)
+from smt_jax.data import shapes  # pylint: disable=unused-import (registers the builder)
+
+CLASSIFICATION = 'classification'
+SEGMENTATION = 'segmentation'
 FOLDER = 'folder'
 TRAIN_SPLIT = 'train'
 EVAL_SPLITS = ('validation', 'val', 'test')  # the first one present is evaluated
@@ -36,6 +44,7 @@ class DatasetNotFoundError(Exception):
 class DatasetInfo:
   """What the training loop needs to know about the configured dataset."""
   name: str
+  task: str  # CLASSIFICATION or SEGMENTATION: what the examples' targets are
   num_classes: int
   train_split: str
   eval_split: Optional[str]  # None when the dataset has no evaluation split
@@ -52,7 +61,8 @@ def _pick_splits(name: str, splits: List[str], where: str) -> Tuple[str, Optiona
 
 
 class TfdsSource:
-  """A TFDS dataset with `image` and `label` features, prepared in the ArrayRecord format."""
+  """A TFDS dataset with an `image` and a `label` or `segmentation` feature, prepared in the
+  ArrayRecord format."""
 
   def __init__(self, name: str, data_dir: Optional[str]):
     try:
@@ -65,10 +75,11 @@ class TfdsSource:
     if not builder.is_prepared():
       raise DatasetNotFoundError(_not_prepared_message(builder, name, data_dir))
     features = builder.info.features
-    if not {'image', 'label'} <= set(features.keys()):
+    target = next((t for t in ('label', 'segmentation') if t in features), None)
+    if 'image' not in features or target is None:
       raise DatasetNotFoundError(
           f"TFDS dataset '{name}' has features {sorted(features.keys())}; the pipeline needs "
-          "'image' and 'label'.")
+          "'image' and 'label' (classification) or 'segmentation' (per-pixel labels).")
     if tfds.core.file_adapters.FileFormat.ARRAY_RECORD not in _file_formats(builder.info):
       raise DatasetNotFoundError(
           f"Dataset '{name}' in '{os.fspath(builder.data_dir)}' is prepared as "
@@ -82,11 +93,15 @@ class TfdsSource:
     train, evaluation = _pick_splits(name, list(builder.info.splits.keys()),
                                      f"data_dir '{os.fspath(builder.data_dir_root)}'")
     splits = builder.info.splits
+    if target == 'label':
+      task, num_classes = CLASSIFICATION, features['label'].num_classes
+    else:
+      task, num_classes = SEGMENTATION, len(builder.info.metadata['class_names'])
     self.info = DatasetInfo(
-        name=name, num_classes=features['label'].num_classes, train_split=train,
+        name=name, task=task, num_classes=num_classes, train_split=train,
         eval_split=evaluation, num_train_examples=splits[train].num_examples,
         num_eval_examples=splits[evaluation].num_examples if evaluation else 0)
-    self._name, self._data_dir = name, data_dir
+    self._name, self._data_dir, self._target = name, data_dir, target
     self._has_file_name = 'file_name' in features
     self._readers: Dict[str, object] = {}
 
@@ -94,16 +109,18 @@ class TfdsSource:
     if split not in self._readers:  # opened on first use: in the process that reads
       self._readers[split] = tfds.data_source(
           self._name, split=split, data_dir=self._data_dir, download=False,
-          decoders={'image': tfds.decode.SkipDecoding()})
+          decoders={'image': tfds.decode.SkipDecoding(),
+                    self._target: tfds.decode.SkipDecoding()})
     return self._readers[split]
 
   def __getstate__(self):  # open readers are per process: pickled sources reopen them
     return dict(self.__dict__, _readers={})
 
-  def example(self, split: str, index: int) -> Tuple[bytes, int]:
-    """(encoded image, label) of example `index` of `split`."""
+  def example(self, split: str, index: int) -> Tuple[bytes, Union[int, bytes]]:
+    """(encoded image, class id or encoded label map) of example `index` of `split`."""
     record = self._reader(split)[index]
-    return record['image'], int(record['label'])
+    target = record[self._target]
+    return record['image'], int(target) if self._target == 'label' else target
 
   def name(self, split: str, index: int) -> str:
     """A name of example `index` for messages: its file name if the dataset keeps one."""
@@ -146,7 +163,7 @@ class FolderSource:
     self._classes = sorted(p.name for p in (self._root / train).iterdir() if p.is_dir())
     self._files = {s: self._list(s, train) for s in (train, evaluation) if s}
     self.info = DatasetInfo(
-        name=FOLDER, num_classes=len(self._classes), train_split=train,
+        name=FOLDER, task=CLASSIFICATION, num_classes=len(self._classes), train_split=train,
         eval_split=evaluation, num_train_examples=len(self._files[train]),
         num_eval_examples=len(self._files[evaluation]) if evaluation else 0)
 

@@ -1,6 +1,6 @@
-"""Throughput benchmark of an SMT variant on the default JAX device.
+"""Throughput benchmark of an SMT variant, or of UPerNet on one, on the default JAX device.
 
-    python -m smt_jax.tools.bench --model=smt_t --batch=32 --mode=infer|train \
+    python -m smt_jax.tools.bench --model=smt_t|upernet_smt_s|... --batch=32 --mode=infer|train \
         [--image_size=224] [--dtype=float32|bfloat16] [--ops=auto|xla|cpu] \
         [--remat=none|full|dots] [--noretain_host_memory]
 
@@ -9,8 +9,9 @@ for before the next starts) and prints one JSON line: images/s, ms per step, ach
 TFLOP/s (FLOPs from XLA's cost analysis of the compiled step), peak memory (host RSS on
 CPU, device memory on accelerators) and the device. `mode=train` times the training
 loop's own step (`smt_jax.train.train_step.make_train_step`: forward, backward, AdamW
-update) jitted with donated state, as the loop runs it. Random inputs: speed does not
-depend on the pixel values.
+update) jitted with donated state, as the loop runs it. `upernet_<variant>` is the
+segmenter of the ADE20K recipe (150 classes; training: both heads and the per-pixel loss,
+`smt_jax.train.segmentation`). Random inputs: speed does not depend on the pixel values.
 """
 import ctypes
 import json
@@ -23,17 +24,29 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from smt_jax.tools import summary
 from smt_jax.train import xla_options
-from smt_jax.models import create_model, init_input
+from smt_jax.models import UPerNet, create_model, init_input
 from smt_jax.models import ops as ops_lib
 from smt_jax.models.smt import REMAT_POLICIES
+from smt_jax.train import segmentation
 from smt_jax.train import train_step
 
 FLAGS = flags.FLAGS
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+UPERNET = 'upernet_'
+ADE20K_CLASSES = 150
+
+
+def create_bench_model(name: str, **overrides):
+  """An SMT variant by name, or `upernet_<variant>`: UPerNet on that SMT, 150 classes."""
+  if name.startswith(UPERNET):
+    return UPerNet(create_model(name[len(UPERNET):], **overrides, num_classes=0),
+                   ADE20K_CLASSES)
+  return create_model(name, **overrides)
 
 
 def peak_memory_gb(device: jax.Device) -> float:
@@ -88,17 +101,25 @@ def build_step(model, mode: str, learning_rate: float = 1e-3) -> Tuple[Callable,
   with the logits, so the timing loop has one shape for both modes.
   """
   variables = jax.jit(lambda: model.init(jax.random.key(0, impl='rbg'), init_input(model)))()
+  segmenter = isinstance(model, UPerNet)
   if mode == 'infer':
     def infer(state, batch):
-      return state, model.apply(state, batch['image'])
+      outputs = model.apply(state, batch['image'])
+      return state, outputs[0] if segmenter else outputs
     return jax.jit(infer, compiler_options=xla_options.compiler_options()), variables
 
   def prepare(rng, batch):
     del rng
+    if segmenter:
+      return batch['image'], batch['label']
     return batch['image'], jax.nn.one_hot(batch['label'], model.num_classes)
 
   tx = optax.adamw(learning_rate, weight_decay=0.05)
-  step = train_step.make_train_step(model, tx, prepare, seed=0)
+  criterion = train_step.classification_loss
+  if segmenter:
+    criterion = segmentation.make_criterion(
+        ml_collections.ConfigDict({'decode_weight': 1.0, 'aux_weight': 0.4}))
+  step = train_step.make_train_step(model, tx, prepare, seed=0, criterion=criterion)
   return (jax.jit(step, donate_argnums=0, compiler_options=xla_options.compiler_options()),
           train_step.create_state(variables, tx, use_ema=False))
 
@@ -110,11 +131,12 @@ def run(model_name: str = 'smt_t', batch: int = 32, mode: str = 'infer',
   if mode not in ('infer', 'train'):
     raise ValueError(f'mode must be infer or train; got {mode!r}')
   device = jax.devices()[0]
-  model = create_model(model_name, dtype=DTYPES[dtype], **model_overrides)
+  model = create_bench_model(model_name, dtype=DTYPES[dtype], **model_overrides)
   key_x, key_y = jax.random.split(jax.random.key(42))
   images = jax.random.normal(key_x, (batch, image_size, image_size, 3), DTYPES[dtype])
+  label_shape = (batch, image_size, image_size) if isinstance(model, UPerNet) else (batch,)
   batch_data = {'image': images,
-                'label': jax.random.randint(key_y, (batch,), 0, model.num_classes)}
+                'label': jax.random.randint(key_y, label_shape, 0, model.num_classes)}
 
   step, state = build_step(model, mode)
   start = time.perf_counter()
@@ -158,7 +180,8 @@ def main(argv):
 
 def _define_flags():
   """Flags live here, not at import, so importing this module defines no flags."""
-  flags.DEFINE_string('model', 'smt_t', 'SMT variant: smt_t, smt_s, smt_b or smt_l.')
+  flags.DEFINE_string('model', 'smt_t', 'SMT variant: smt_t, smt_s, smt_b or smt_l; '
+                      'upernet_<variant> for the segmenter.')
   flags.DEFINE_integer('batch', 32, 'Images per step.')
   flags.DEFINE_enum('mode', 'infer', ['infer', 'train'],
                     'infer: forward pass; train: the training step (forward, backward, AdamW).')

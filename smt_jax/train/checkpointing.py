@@ -14,7 +14,8 @@ every array reads back and matches its saved checksum. Newer steps that fail are
 to checkpoints/damaged/ (never deleted), each reported in one message; every process
 tries each step and they adopt the first one that restored on all of them.
 
-Kept: the last `keep` steps plus the step with the best 'eval/top1'.
+Kept: the last `keep` steps plus the step with the best `best_metric` (the task's:
+'eval/top1' for classification, 'eval/mIoU' for segmentation).
 """
 import contextlib
 import json
@@ -31,7 +32,6 @@ from orbax.checkpoint import checkpoint_managers
 
 from smt_jax.train import fingerprint
 
-BEST_METRIC = 'eval/top1'
 # Orbax (0.12.3 on) writes this file into a step directory as the last part of a save, on
 # every file system; a step without it was not finished (or not completely copied).
 COMMIT_MARKER = 'commit_success.txt'
@@ -85,11 +85,12 @@ def check_workdir(workdir: str) -> None:
 class Checkpointer:
   """Saves and restores (TrainState, data iterator state) by step."""
 
-  def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True):
+  def __init__(self, workdir: str, keep: int = 3, asynchronous: bool = True,
+               best_metric: str = 'eval/top1'):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
-        checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+        checkpoint_managers.BestN(get_metric_fn=lambda m: m[best_metric], n=1,
                                   keep_checkpoints_without_metrics=False)])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=asynchronous,

@@ -8,7 +8,7 @@ numbers) and then laid out on the mesh. Fresh initialization uses the 'rbg' PRNG
 compiles several times faster than threefry on CPU (tens of seconds for a full SMT); the
 training randomness stays threefry, whose numbers do not depend on the sharding.
 """
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 from absl import logging
 import flax
@@ -21,7 +21,8 @@ from smt_jax import pretrained
 from smt_jax import weights
 from smt_jax.models import abstract_variables, init_input
 
-__all__ = ['abstract_variables', 'initial_variables']
+__all__ = ['abstract_variables', 'fresh_variables', 'initial_variables', 'load_weights',
+           'place']
 
 
 def _init_fn(model, seed: int):
@@ -74,26 +75,35 @@ def _merge_pretrained(fresh: Dict[str, Any], loaded: Dict[str, Any], source: str
   return flax.traverse_util.unflatten_dict(merged, sep='/')
 
 
-def _place(tree, shardings):
+def place(tree, shardings):
   """Host numpy values (equal on every process) -> global arrays with `shardings`."""
   return jax.tree.map(
       lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
       tree, shardings)
 
 
+def fresh_variables(init: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+  """`init()`'s variables as host numpy values, computed on one device of this process."""
+  device = jax.local_devices()[0]
+  variables = jax.jit(init, out_shardings=jax.sharding.SingleDeviceSharding(device))()
+  return jax.device_get(dict(variables))
+
+
+def load_weights(source: str) -> Dict[str, Any]:
+  """The variables of a pretrained release name or a weights directory, on the host."""
+  if source in pretrained.RELEASES:
+    _, loaded = weights.pretrained(source)
+  else:
+    _, loaded = weights.load(source)
+  return jax.device_get(dict(loaded))
+
+
 def initial_variables(model, config: ml_collections.ConfigDict,
                       state_shardings) -> Dict[str, Any]:
   """{'params', 'batch_stats'} on the mesh, from init_from if set, else freshly drawn."""
-  device = jax.local_devices()[0]
-  variables = jax.jit(_init_fn(model, config.seed), out_shardings=(
-      jax.sharding.SingleDeviceSharding(device)))()
-  variables = jax.device_get(dict(variables))
+  variables = fresh_variables(_init_fn(model, config.seed))
   if config.init_from:
-    if config.init_from in pretrained.RELEASES:
-      _, loaded = weights.pretrained(config.init_from)
-    else:
-      _, loaded = weights.load(config.init_from)
-    variables = _merge_pretrained(variables, jax.device_get(dict(loaded)), config.init_from)
+    variables = _merge_pretrained(variables, load_weights(config.init_from), config.init_from)
   variables.setdefault('batch_stats', {})
   shardings = {'params': state_shardings.params, 'batch_stats': state_shardings.batch_stats}
-  return _place(variables, shardings)
+  return place(variables, shardings)

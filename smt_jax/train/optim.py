@@ -170,6 +170,19 @@ def create_optimizer(optim: ml_collections.ConfigDict, params, global_batch: int
   return optax.chain(*parts), schedule
 
 
+def create_poly_optimizer(optim: ml_collections.ConfigDict, total_steps: int
+                          ) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+  """The mmseg recipes' AdamW: weight decay on every parameter, `poly_schedule`, no batch
+  scaling of the rate; clipping if `optim.clip_grad_norm` is set. Returns (tx, schedule)."""
+  schedule = poly_schedule(optim.base_lr, total_steps, optim.warmup_steps, optim.warmup_ratio,
+                           optim.power, optim.min_lr)
+  parts = [optax.clip_by_global_norm(optim.clip_grad_norm)] if optim.clip_grad_norm else []
+  parts += [optax.scale_by_adam(b1=optim.b1, b2=optim.b2, eps=optim.eps),
+            optax.add_decayed_weights(optim.weight_decay),
+            optax.scale_by_learning_rate(schedule)]
+  return optax.chain(*parts), schedule
+
+
 def ema_update(ema, params, decay: float):
   """ema <- decay * ema + (1 - decay) * params, in the parameters' dtype."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)

@@ -18,6 +18,20 @@ def _duration(seconds: float) -> str:
   return f'{hours}:{minutes:02d}:{secs:02d}' if hours else f'{minutes}:{secs:02d}'
 
 
+def _segmentation_scores(metrics: Dict[str, float], prefix: str = 'eval') -> str:
+  return '  '.join(f'{name} {metrics[f"{prefix}/{name}"]:.4f}'
+                   for name in ('mIoU', 'mAcc', 'aAcc'))
+
+
+def result_line(metrics: Dict[str, float]) -> str:
+  """The scores of an evaluation in one line, as `main` prints them after eval_only."""
+  images = f'({int(metrics.get("eval/num_examples", 0)):,} images)'
+  if 'eval/mIoU' in metrics:
+    return f'{_segmentation_scores(metrics)}  {images}'
+  return (f"top-1 {metrics.get('eval/top1', float('nan')):.4f}  "
+          f"top-5 {metrics.get('eval/top5', float('nan')):.4f}  {images}")
+
+
 class Progress:
   """Prints a start line, one line per `train` call, eval results and a final line."""
 
@@ -65,6 +79,8 @@ class Progress:
       if f'{prefix}/top1' in metrics:
         parts.append(f'{prefix.replace("_", " ")} top-1 {metrics[f"{prefix}/top1"]:.4f}  '
                      f'top-5 {metrics[f"{prefix}/top5"]:.4f}  loss {metrics[f"{prefix}/loss"]:.4f}')
+      elif f'{prefix}/mIoU' in metrics:
+        parts.append(f'{prefix.replace("_", " ")} ' + _segmentation_scores(metrics, prefix))
     if parts:
       self._print(f'step {step}: ' + ' | '.join(parts) +
                   f'  ({int(metrics["eval/num_examples"]):,} images)')

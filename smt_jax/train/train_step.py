@@ -15,8 +15,10 @@ from smt_jax.train import optim
 
 EVAL_SUMS = ('loss', 'top1', 'top5', 'num_examples')
 
-# prepare(rng, batch) -> (float images, soft targets): device-side augmentation.
+# prepare(rng, batch) -> (float images, targets): device-side augmentation.
 Prepare = Callable[[jax.Array, Dict[str, jax.Array]], Any]
+# criterion(model outputs, targets) -> the batch's scalar float32 loss.
+Criterion = Callable[[Any, jax.Array], jax.Array]
 
 
 @flax.struct.dataclass
@@ -50,14 +52,23 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return -jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
 
 
+def classification_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean cross-entropy against soft targets (Mixup, CutMix, label smoothing)."""
+  return soft_cross_entropy(logits, targets).mean()
+
+
 def _split_micro(x: jax.Array, n: int) -> jax.Array:
   """(B, ...) -> (n, B / n, ...) taking every n-th example, so no example leaves its device."""
   return x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
 
 
 def make_train_step(model, tx: optax.GradientTransformation, prepare: Prepare, seed: int,
-                    grad_accum_steps: int = 1, ema_decay: Optional[float] = None):
+                    grad_accum_steps: int = 1, ema_decay: Optional[float] = None,
+                    criterion: Criterion = classification_loss):
   """Returns train_step(state, batch) -> (state, metrics), one optimizer update per call.
+
+  `prepare` turns the batch into (model inputs, targets) and `criterion` scores the
+  model's outputs against the targets (default: classification with soft targets).
 
   With `grad_accum_steps` > 1 the batch is cut into that many micro-batches whose
   gradients are averaged by a scan, so memory scales with the micro-batch while the
@@ -65,10 +76,10 @@ def make_train_step(model, tx: optax.GradientTransformation, prepare: Prepare, s
   """
 
   def loss_fn(params, batch_stats, images, targets, rng):
-    logits, new_vars = model.apply(
+    outputs, new_vars = model.apply(
         {'params': params, 'batch_stats': batch_stats}, images, train=True,
         rngs={'dropout': rng}, mutable=['batch_stats'])
-    return soft_cross_entropy(logits, targets).mean(), new_vars['batch_stats']
+    return criterion(outputs, targets), new_vars['batch_stats']
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 

@@ -13,7 +13,8 @@ def test_imagenet2012_prepared_by_the_real_builder(imagenet_data_dir):
   config = data_testing.make_config(dataset='imagenet2012', data_dir=imagenet_data_dir)
   info = sources.dataset_info(config)
   assert info == sources.DatasetInfo(
-      name='imagenet2012', num_classes=1000, train_split='train', eval_split='validation',
+      name='imagenet2012', task='classification', num_classes=1000, train_split='train',
+      eval_split='validation',
       num_train_examples=12, num_eval_examples=data_testing.NUM_VAL)
 
   source = sources.get_source(config)

@@ -38,6 +38,16 @@ def test_train_and_infer_figures(fast_compilation):
   assert 2.5 < train['gflops_per_step'] / infer['gflops_per_step'] < 4
 
 
+def test_segmenter_train_and_infer_figures(fast_compilation):
+  """UPerNet on a shallow SMT-T: per-pixel labels, both heads in training, the main head's
+  logits in inference."""
+  small = dict(SMALL, model_name='upernet_smt_t', depths=(1, 1, 2, 1))
+  train, infer = bench.run(mode='train', **small), bench.run(mode='infer', **small)
+  for result in (train, infer):
+    _check_figures(result)
+  assert 2.5 < train['gflops_per_step'] / infer['gflops_per_step'] < 4.5
+
+
 def test_command_line_prints_one_json_line():
   # As fast_compilation, in the child process.
   env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS='1',

@@ -62,7 +62,7 @@ def test_savedmodel_serves_the_same_logits_with_tensorflow_alone(checkpoint, tmp
   assert served.returncode == 0, served.stderr
   served = json.loads(served.stdout.strip().splitlines()[-1])
   for batch, logits in zip(batches, served):
-    expected = jax.jit(export.serving_fn(model))(variables, _images(batch))
+    expected = jax.jit(export.serving_fn(model))(variables, _images(batch))['logits']
     assert np.shape(logits) == (batch, 7)
     np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
 

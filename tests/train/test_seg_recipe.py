@@ -6,6 +6,7 @@ import pytest
 
 from smt_jax.data import seg_augment
 from smt_jax.train import optim
+from smt_jax.train import validate
 
 
 def mmcv_rates(base_lr, max_iters, warmup_iters, warmup_ratio, power, min_lr, iters):
@@ -40,6 +41,15 @@ def test_poly_schedule_by_hand():
   assert float(schedule(160_000)) == 0.0
 
 
+@pytest.mark.parametrize('name', ['upernet_smt_s_ade20k', 'upernet_demo'])
+def test_segmentation_recipes_are_valid(name):
+  module = importlib.import_module(f'configs.{name}')
+  assert 'python -m smt_jax.main --config=configs/' + name + '.py' in module.__doc__
+  config = module.get_config()
+  assert config.task == 'segmentation'
+  validate.check_config(config)
+
+
 def test_recipe_config():
   config = importlib.import_module('configs.upernet_smt_s_ade20k').get_config()
   assert (config.optim.base_lr, config.optim.weight_decay) == (6e-5, 0.01)
@@ -48,7 +58,9 @@ def test_recipe_config():
   assert (config.optim.power, config.optim.min_lr) == (1.0, 0.0)
   assert (config.batch_size, config.num_train_steps) == (16, 160_000)
   assert (config.loss.decode_weight, config.loss.aux_weight) == (1.0, 0.4)
-  assert config.model.drop_path_rate == 0.2 and config.num_classes == 150
+  assert (config.model.name, config.model.drop_path_rate) == ('smt_s', 0.2)
+  assert (config.head.channels, config.head.aux_channels, config.head.dropout) == (512, 256, 0.1)
+  assert (config.dataset, config.eval.mode) == ('ade20k', 'whole')
   rng = np.random.default_rng(0)
   image, label = seg_augment.train_example(
       rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), np.zeros((64, 80), np.uint8), rng,
