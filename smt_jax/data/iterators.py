@@ -76,7 +76,8 @@ def _read_options(config: ml_collections.ConfigDict) -> grain.ReadOptions:
 
 
 def parallel(dataset: grain.MapDataset, config: ml_collections.ConfigDict
-              ) -> grain.IterDataset:
+             ) -> grain.IterDataset:
+  """`dataset` read by config.data_threads threads, in config.data_workers processes if > 0."""
   dataset = dataset.to_iter_dataset(_read_options(config))
   if config.data_workers > 0:
     if not flags.FLAGS.is_parsed():  # Grain's worker start reads its absl flags; callers
