@@ -223,6 +223,15 @@ class _EvalBatch:
     return {'image': images, 'label': labels, 'mask': indices < self._num_examples}
 
 
+def eval_source(config: ml_collections.ConfigDict):
+  """The configured source; ValueError if its dataset has no evaluation split."""
+  source = sources.get_source(config)
+  if source.info.eval_split is None:
+    raise ValueError(f"Dataset '{source.info.name}' has no evaluation split (looked for "
+                     f'{", ".join(sources.EVAL_SPLITS)}).')
+  return source
+
+
 class EvalIterator:
   """The evaluation split once, as batches {'image' uint8, 'label' int32, 'mask' bool}.
 
@@ -234,11 +243,8 @@ class EvalIterator:
                sharding: Optional[jax.sharding.Sharding] = None,
                process_index: Optional[int] = None, process_count: Optional[int] = None,
                batch_size: Optional[int] = None):
-    self._source = sources.get_source(config)
+    self._source = eval_source(config)
     self.info = self._source.info
-    if self.info.eval_split is None:
-      raise ValueError(f"Dataset '{self.info.name}' has no evaluation split (looked for "
-                       f'{", ".join(sources.EVAL_SPLITS)}).')
     self._config = config
     self._global_batch_size = batch_size or config.batch_size
     rows = stream_lib.process_rows(self._global_batch_size, sharding, process_index,

@@ -26,7 +26,6 @@ from PIL import Image
 
 from smt_jax.data import iterators
 from smt_jax.data import seg_augment
-from smt_jax.data import sources
 from smt_jax.data import stream as stream_lib
 from smt_jax.data import transforms
 
@@ -115,18 +114,13 @@ class SegEvalIterator:
                sharding: Optional[jax.sharding.Sharding] = None,
                process_index: Optional[int] = None, process_count: Optional[int] = None,
                batch_size: Optional[int] = None):
-    self._source = sources.get_source(config)
+    self._source = iterators.eval_source(config)
     self.info = self._source.info
-    if self.info.eval_split is None:
-      raise ValueError(f"Dataset '{self.info.name}' has no evaluation split (looked for "
-                       f'{", ".join(sources.EVAL_SPLITS)}).')
-    self._config = config
+    self._config, self._sharding = config, sharding
     self._global_batch_size = batch_size or config.batch_size
-    self._sharding = sharding
     self.plan = self._plan(config.aug)
-    rows = stream_lib.process_rows(self._global_batch_size, sharding, process_index,
-                                   process_count)
-    self._make_batch = _EvalBatch(self._source, rows, config.aug)
+    self._make_batch = _EvalBatch(self._source, stream_lib.process_rows(
+        self._global_batch_size, sharding, process_index, process_count), config.aug)
 
   def _plan(self, aug) -> List[Tuple[Tuple[int, int, int, int], np.ndarray]]:
     """[(h, w, H, W), global batch of example indices (-1: padding)] in a fixed order."""

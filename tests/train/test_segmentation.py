@@ -57,13 +57,7 @@ def tiny_seg_config(data_dir: str, **overrides):
   config.eval_every_steps = 4
   config.checkpoint_every_steps = 4
   config.keep_checkpoints = 2
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return train_helpers.override(config, **overrides)
 
 
 @pytest.fixture(scope='module')

@@ -59,7 +59,12 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   config.eval_every_steps = 20
   config.checkpoint_every_steps = 8
   config.keep_checkpoints = 2
-  for key, value in overrides.items():
+  return override(config, **overrides)
+
+
+def override(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+  """Sets dotted fields, e.g. override(config, **{'optim.base_lr': 0.1}); returns config."""
+  for key, value in fields.items():
     target = config
     *parents, leaf = key.split('.')
     for parent in parents:
