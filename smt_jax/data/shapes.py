@@ -101,12 +101,14 @@ class SegShapes(tfds.core.GeneratorBasedBuilder):
 def build(data_dir: str) -> str:
   """Prepares seg_shapes in ArrayRecord under `data_dir` (once) and returns `data_dir`.
 
-  TFDS's progress bars and notices go to the log, not the terminal (a few seconds' work).
+  TFDS's notices go to the log, not the terminal, and its progress bars are off (a few
+  seconds' work; in a notebook they would need ipywidgets).
   """
   printed = io.StringIO()
   absl_logger = logging.getLogger('absl')
   level = absl_logger.level
   absl_logger.setLevel(logging.ERROR)
+  tfds.display_progress_bar(False)
   try:
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
       builder = SegShapes(data_dir=data_dir)
@@ -114,6 +116,7 @@ def build(data_dir: str) -> str:
         builder.download_and_prepare(file_format='array_record')
   finally:
     absl_logger.setLevel(level)
+    tfds.display_progress_bar(True)
   if printed.getvalue():
     absl_logging.info('Built %s in %s:\n%s', NAME, data_dir, printed.getvalue())
   return data_dir
