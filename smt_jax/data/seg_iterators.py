@@ -15,7 +15,6 @@ jitted evaluation step compiles once per group size and is reused by later evalu
 a dataset of few distinct sizes (the demo: one) compiles few programs.
 """
 import io
-import itertools
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import grain
@@ -145,11 +144,6 @@ class SegEvalIterator:
 
   def __len__(self) -> int:
     return len(self.plan)
-
-  @property
-  def shapes(self) -> List[Tuple[int, int, int, int]]:
-    """The distinct (h, w, H, W) of the batches: one compiled program each."""
-    return [key for key, _ in itertools.groupby(key for key, _ in self.plan)]
 
   def __iter__(self) -> Iterator[Batch]:
     batches = iter(iterators.parallel(
