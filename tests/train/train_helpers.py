@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
 from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CLASSES = ('a', 'b', 'c', 'd')
+COMPILATION_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'  # set for the whole test run, conftest.py
 
 
 def write_folder(root: pathlib.Path, train_per_class: int, val_per_class: int) -> str:
@@ -81,8 +82,17 @@ def write_config_file(config: ml_collections.ConfigDict, path: pathlib.Path) -> 
   return str(path)
 
 
-def child_env(num_devices: int = 1) -> dict:
+def child_env(num_devices: int = 1, compilation_cache: bool = True) -> dict:
+  """The environment of a child process: the tests' devices, options and (optionally) cache.
+
+  Without `compilation_cache`, the child compiles everything itself. Processes of one
+  multi-process run need that: with jax 0.12.1 on CPU, a training step read back from the
+  persistent cache hangs in its first cross-process all-reduce (Gloo), and a resumed run
+  finds the step its previous run wrote there.
+  """
   env = dict(os.environ)
+  if not compilation_cache:
+    env.pop(COMPILATION_CACHE_ENV, None)
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={num_devices}'
   env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = '1'  # as the tests themselves, see conftest.py
   env['JAX_PLATFORMS'] = 'cpu'
@@ -95,9 +105,12 @@ def start_main(config_path: str, workdir: str, *args: str, num_devices: int = 1,
                log_path=None) -> subprocess.Popen:
   """`python -m smt_jax.main` in a child process."""
   log = open(log_path or os.path.join(workdir + '.log'), 'w')
+  single_process = not any(a.startswith('--num_processes=') and a != '--num_processes=1'
+                           for a in args)
   return subprocess.Popen(
       [sys.executable, '-m', 'smt_jax.main', f'--config={config_path}', f'--workdir={workdir}',
-       *args], cwd=str(REPO), env=child_env(num_devices), stdout=log, stderr=subprocess.STDOUT)
+       *args], cwd=str(REPO), env=child_env(num_devices, compilation_cache=single_process),
+      stdout=log, stderr=subprocess.STDOUT)
 
 
 def free_port() -> int:
