@@ -10,9 +10,11 @@ warnings and errors to both. `--verbosity=0` (or --logtostderr, --alsologtostder
 them all on the terminal instead.
 """
 import glob
+import io
 import os
 import sys
 import tempfile
+from typing import Optional
 
 
 def _import_tensorflow():
@@ -70,19 +72,33 @@ def _on_tpu_vm() -> bool:
               or glob.glob('/dev/vfio/[0-9]*'))
 
 
-def _log_to_file(workdir: str) -> None:
-  """Sends absl's (and so Python's) log records to a file in `workdir`, unless asked not to."""
+def _hold_logs() -> Optional[io.StringIO]:
+  """Keeps absl's (and so Python's) log records in memory until `_log_to_file` has a file.
+
+  Start-up records (the distributed runtime's, JAX's backend probing) come before the
+  workdir is known. Warnings and errors still reach the terminal as they come. None if
+  --verbosity, --logtostderr or --alsologtostderr asks for the logs on the terminal.
+  """
   if any(FLAGS[name].present for name in ('verbosity', 'logtostderr', 'alsologtostderr')):
     sys.stderr.write(_TF_NOTICES)
+    return None
+  held = io.StringIO()
+  logging.get_absl_handler().python_handler.setStream(held)
+  if not FLAGS['stderrthreshold'].present:
+    FLAGS.stderrthreshold = 'warning'
+  return held
+
+
+def _log_to_file(workdir: str, held: Optional[io.StringIO]) -> None:
+  """Sends the held log records, and those to come, to a file in `workdir`."""
+  if held is None:
     return
   os.makedirs(workdir, exist_ok=True)
   index = jax.process_index()
   name = 'log.txt' if index == 0 else f'log.process_{index}.txt'
   log = open(os.path.join(workdir, name), 'a', encoding='utf-8')  # pylint: disable=R1732
-  log.write(_TF_NOTICES)
+  log.write(_TF_NOTICES + held.getvalue())
   logging.get_absl_handler().python_handler.setStream(log)
-  if not FLAGS['stderrthreshold'].present:
-    FLAGS.stderrthreshold = 'warning'
 
 
 def main(argv):
@@ -91,6 +107,7 @@ def main(argv):
   # TensorFlow only feeds data; keep it off the accelerators JAX uses.
   tf.config.set_visible_devices([], 'GPU')
   tf.config.set_visible_devices([], 'TPU')
+  held = _hold_logs()
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)
@@ -99,7 +116,7 @@ def main(argv):
   try:
     workdir = os.path.abspath(os.path.expanduser(FLAGS.workdir))
     check_workdir(workdir)  # before the log file goes there
-    _log_to_file(workdir)
+    _log_to_file(workdir, held)
     logging.info('Process %d of %d; %d local devices, %d in all (%s).', jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)

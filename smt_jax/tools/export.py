@@ -3,10 +3,11 @@
     python -m smt_jax.tools.export --checkpoint=WEIGHTS_DIR --output_dir=OUT \
         --format=orbax|savedmodel
     python -m smt_jax.tools.export --config=configs/RECIPE.py --workdir=TRAINING_WORKDIR \
-        --output_dir=OUT --format=orbax|savedmodel
+        --output_dir=OUT --format=orbax|savedmodel [--ema]
 
 The model comes from a weights checkpoint (converted official weights, or an earlier
-export), or from the newest checkpoint of a training workdir with the run's config.
+export), or from the newest checkpoint of a training workdir with the run's config (with
+--ema, the moving average of its parameters).
 - orbax: an inference-only weights checkpoint (variables + model config, no optimizer
   state) that `smt_jax.weights.load` restores without the training code.
 - savedmodel: a TensorFlow SavedModel made with jax2tf. Its `serving_default` signature
@@ -115,18 +116,24 @@ def export_savedmodel(model: weights.Model, variables: Dict[str, Any], output_di
     tf.saved_model.save(module, output_dir, signatures={'serving_default': module.serve})
 
 
-def from_workdir(config, workdir: str) -> Tuple[weights.Model, Dict[str, Any]]:
-  """(model, {'params', 'batch_stats'}) of the newest checkpoint of a training workdir."""
+def from_workdir(config, workdir: str,
+                 ema: bool = False) -> Tuple[weights.Model, Dict[str, Any]]:
+  """(model, {'params', 'batch_stats'}) of the newest checkpoint of a training workdir;
+  with `ema`, the exponential moving average of the parameters stands for the parameters."""
   task, state = loop.restore_latest(config, workdir)
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  if ema and state.ema_params is None:
+    raise ValueError(f'--ema: the run in {workdir} kept no moving average of its parameters '
+                     '(its config.optim.ema_decay is None); export without --ema.')
+  variables = {'params': state.ema_params if ema else state.params,
+               'batch_stats': state.batch_stats}
   return task.model, jax.device_get(variables)
 
 
 def export(checkpoint: Optional[str], output_dir: str, fmt: str,
            image_size: Union[int, Tuple[int, int]] = 224, config=None,
-           workdir: Optional[str] = None) -> None:
+           workdir: Optional[str] = None, ema: bool = False) -> None:
   """Writes `fmt` to `output_dir` from a weights `checkpoint`, or from a training
-  `workdir` and its `config`."""
+  `workdir` and its `config` (with `ema`: its moving average of the parameters)."""
   if os.path.exists(output_dir):
     raise FileExistsError(f'--output_dir={output_dir} exists; choose a new output directory.')
   if (checkpoint is None) == (workdir is None):
@@ -135,8 +142,11 @@ def export(checkpoint: Optional[str], output_dir: str, fmt: str,
   if workdir is not None:
     if config is None:
       raise ValueError('--workdir needs the --config the run was trained with.')
-    model, variables = from_workdir(config, workdir)
+    model, variables = from_workdir(config, workdir, ema)
   else:
+    if ema:
+      raise ValueError('--ema needs --workdir: a weights directory holds one set of '
+                       'parameters.')
     model, variables = weights.load(weights.check_weights_dir(checkpoint, '--checkpoint'))
   if isinstance(image_size, int):
     image_size = (image_size, image_size)
@@ -153,7 +163,7 @@ def main(argv):
   try:
     export(FLAGS.checkpoint, FLAGS.output_dir, FLAGS.format,
            (FLAGS.image_size, FLAGS.image_width or FLAGS.image_size), FLAGS.config,
-           FLAGS.workdir)
+           FLAGS.workdir, FLAGS.ema)
   except (weights.WeightsError, checkpointing.CheckpointError, FileExistsError,
           ValueError) as e:
     sys.exit(f'error: {e}')  # the message says what to fix; a traceback would bury it
@@ -167,6 +177,8 @@ def _define_flags():
   flags.DEFINE_string('workdir', None, 'A training workdir, instead of --checkpoint: its '
                       'newest checkpoint is exported.')
   config_flags.DEFINE_config_file('config', None, 'The recipe the --workdir run used.')
+  flags.DEFINE_bool('ema', False, 'With --workdir: export the moving average of the '
+                    'parameters (runs with config.optim.ema_decay), as eval_ema/ scored it.')
   flags.DEFINE_string('output_dir', None, 'Where to write the export (must be new).')
   flags.DEFINE_enum('format', 'orbax', ['orbax', 'savedmodel'], 'What to write.')
   flags.DEFINE_integer('image_size', 224, 'Serving image height (savedmodel).')

@@ -1,4 +1,5 @@
-"""End to end on a tiny image folder: train, evaluate, checkpoints, eval-only, init_from, NaN."""
+"""End to end on a tiny image folder: train, evaluate, checkpoints, eval-only, init_from, the
+moving average, NaN."""
 import os
 import shutil
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from smt_jax import weights
+from smt_jax.tools import export
 from smt_jax.train import train_and_evaluate
 from smt_jax.train import validate
 import train_helpers
@@ -53,6 +55,35 @@ def test_init_from_weights_checkpoint(trained, tmp_path):
                                      init_from=str(tmp_path / 'weights'))
   _, from_weights = train_and_evaluate(config, str(tmp_path / 'eval'))
   assert from_weights == metrics
+
+
+def test_moving_average_is_scored_and_exported(trained, tmp_path):
+  """With config.optim.ema_decay, eval_ema/ scores the moving average, `export --ema`
+  writes it, and evaluating that export reproduces the eval_ema/ scores."""
+  plain_config, plain_workdir, _, _ = trained
+  config = train_helpers.tiny_config(plain_config.data_dir, num_train_steps=8, eval_every_steps=8,
+                                     **{'optim.ema_decay': 0.5})
+  workdir = str(tmp_path / 'run')
+  state, metrics = train_and_evaluate(config, workdir)
+  state = jax.device_get(state)
+  ema_metrics = {k.replace('eval_ema/', 'eval/'): v for k, v in metrics.items()
+                 if k.startswith('eval_ema/')}
+  assert set(ema_metrics) == {k for k in metrics if k.startswith('eval/')}
+  assert not np.array_equal(state.ema_params['head']['kernel'], state.params['head']['kernel'])
+
+  export.export(None, str(tmp_path / 'ema'), 'orbax', config=config, workdir=workdir, ema=True)
+  _, variables = weights.load(str(tmp_path / 'ema'))
+  train_helpers.assert_trees_equal(state.ema_params, variables['params'])
+  scoring = train_helpers.tiny_config(config.data_dir, eval_only=True,
+                                      init_from=str(tmp_path / 'ema'))
+  _, scores = train_and_evaluate(scoring, str(tmp_path / 'eval'))
+  assert scores == pytest.approx(ema_metrics, rel=1e-6)
+
+  with pytest.raises(ValueError, match=r'kept no moving average .*ema_decay is None'):
+    export.export(None, str(tmp_path / 'none'), 'orbax', config=plain_config,
+                  workdir=plain_workdir, ema=True)
+  with pytest.raises(ValueError, match='--ema needs --workdir'):
+    export.export(str(tmp_path / 'ema'), str(tmp_path / 'none'), 'orbax', ema=True)
 
 
 def test_nan_loss_stops_at_that_step(image_folder, tmp_path):

@@ -225,9 +225,11 @@ def test_backbone_starts_from_a_classifier_checkpoint(shapes_dir, tmp_path):
     train_and_evaluate(deeper, str(tmp_path / 'deeper'))
 
 
-def test_evaluation_equals_one_image_at_a_time(tmp_path):
+@pytest.mark.parametrize('mode', ['whole', 'slide'])
+def test_evaluation_equals_one_image_at_a_time(mode, tmp_path):
   """Two images of different sizes in batches of 4: two programs, padded rows; the totals
-  equal those of each image alone, and each example is scored once."""
+  equal those of each image alone, and each example is scored once. 'slide': overlapping
+  32x32 windows."""
   from data import test_ade20k  # pylint: disable=import-outside-toplevel
   manual = tmp_path / 'manual'
   manual.mkdir()
@@ -235,7 +237,9 @@ def test_evaluation_equals_one_image_at_a_time(tmp_path):
   subprocess.run([sys.executable, '-m', 'smt_jax.tools.build_ade20k', f'--manual_dir={manual}',
                   f'--data_dir={tmp_path / "tfds"}'], check=True, env=train_helpers.child_env(),
                  cwd=str(train_helpers.REPO), capture_output=True)
-  config = tiny_seg_config(str(tmp_path / 'tfds'), dataset='ade20k', eval_batch_size=4)
+  config = tiny_seg_config(str(tmp_path / 'tfds'), dataset='ade20k', eval_batch_size=4,
+                           **{'eval.mode': mode, 'eval.crop': (32, 32),
+                              'eval.stride': (21, 21)})
   task = segmentation.Segmentation(config, str(tmp_path))
   mesh = sharding.create_mesh(config.mesh)
   variables = jax.jit(task._init_fn(3))()  # pylint: disable=protected-access
