@@ -2,7 +2,7 @@
 
 Compiled programs go to the run's persistent compilation cache (tests/conftest.py), so a
 program compiled once is not compiled again by the runs that resume, get killed or run
-beside it.
+beside it; multi-process runs compile for themselves (train_helpers.child_env says why).
 
 XLA compiles with most optimizations off (tests/compilation.py), in these tests and their
 children alike (train_helpers.child_env), so all compile identical code.
