@@ -14,12 +14,15 @@ resized to the original size (`seg_inference`, whole image or sliding windows by
 `config.eval.mode`), and per-class areas summed exactly over the split on all processes
 (`seg_metrics`): eval/mIoU, eval/mAcc, eval/aAcc.
 
-Initialization: `config.init_from` (a pretrained release name or a weights directory of an
-SMT classifier) fills the backbone; its classifier head is not used. The heads start fresh.
+Initialization: `config.init_from` is a pretrained release name or a weights directory. An
+SMT classifier's fills the backbone (its classifier head is not used; the heads start fresh);
+a segmenter's (an export of this task) fills backbone and heads, with new classifiers if the
+number of classes differs.
 """
 import os
 from typing import Callable, Dict, Optional, Tuple
 
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
@@ -84,25 +87,38 @@ def _resolve_dataset(config: ml_collections.ConfigDict, workdir: str) -> ml_coll
   return config
 
 
-def backbone_from(loaded: Dict, fresh: Dict, source: str) -> Dict:
-  """`fresh` UPerNet variables with the backbone's taken from an SMT classifier's `loaded`
-  variables (its head left out). Raises ValueError naming every missing or misfit array."""
+def from_checkpoint(loaded: Dict, fresh: Dict, source: str) -> Dict:
+  """`fresh` UPerNet variables filled from `loaded`.
+
+  From a segmenter (UPerNet variables), everything is taken; its classifiers (`conv_seg`)
+  stay fresh when the number of classes differs. From an SMT classifier, the backbone is
+  taken and the heads stay fresh. Raises ValueError naming every missing or misfit array.
+  """
   fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
   loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
-  bad = []
+  segmenter = any(name.split('/')[1] == 'backbone' for name in loaded_flat)
+  bad, reset = [], []
   for name, value in fresh_flat.items():
     collection, module, *rest = name.split('/')
-    if module != 'backbone':
+    if segmenter:
+      other = loaded_flat.get(name)
+    elif module == 'backbone':
+      other = loaded_flat.get('/'.join([collection, *rest]))
+    else:
       continue
-    other = loaded_flat.get('/'.join([collection, *rest]))
-    if other is None or other.shape != value.shape:
+    if other is not None and other.shape == value.shape:
+      fresh_flat[name] = np.asarray(other, value.dtype)
+    elif other is not None and '/conv_seg/' in name:
+      reset.append(name)
+    else:
       bad.append(f'{name} (model {value.shape}, checkpoint '
                  f'{None if other is None else other.shape})')
-    else:
-      fresh_flat[name] = np.asarray(other, value.dtype)
   if bad:
-    raise ValueError(f'config.init_from={source!r} does not fit the backbone config.model: '
-                     + '; '.join(bad))
+    raise ValueError(f'config.init_from={source!r} does not fit the segmenter of '
+                     'config.model and config.head: ' + '; '.join(bad))
+  if reset:
+    logging.info('init_from: classifiers re-initialized (%s): the number of classes differs.',
+                 ', '.join(reset))
   return flax.traverse_util.unflatten_dict(fresh_flat, sep='/')
 
 
@@ -143,8 +159,8 @@ class Segmentation:
   def initial_variables(self, state_shardings):
     variables = init_lib.fresh_variables(self._init_fn(self.config.seed))
     if self.config.init_from:
-      variables = backbone_from(init_lib.load_weights(self.config.init_from), variables,
-                                self.config.init_from)
+      variables = from_checkpoint(init_lib.load_weights(self.config.init_from), variables,
+                                  self.config.init_from)
     variables.setdefault('batch_stats', {})
     return init_lib.place(variables, {'params': state_shardings.params,
                                       'batch_stats': state_shardings.batch_stats})

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import types
 
+import flax
 import jax
 import numpy as np
 from PIL import Image
@@ -26,7 +27,7 @@ from smt_jax.data import seg_iterators
 from smt_jax.data import shapes
 from smt_jax.data import sources
 from smt_jax.data.device_augment import normalize
-from smt_jax.models import UPerNet, create_model
+from smt_jax.models import UPerNet, create_model, init_input
 from smt_jax.tools import export
 from smt_jax.train import seg_inference
 from smt_jax.train import seg_metrics
@@ -200,6 +201,16 @@ def test_export_from_the_training_workdir(reference, tmp_path):
   assert (served == np.argmax(logits, -1)).mean() > 0.999
 
 
+def _initial_variables(config, workdir):
+  """The segmentation task's initial variables for `config`, on the host."""
+  task = segmentation.Segmentation(config, str(workdir))
+  replicated = sharding.replicated(sharding.create_mesh(config.mesh))
+  abstract = task.abstract_variables()
+  return jax.device_get(task.initial_variables(types.SimpleNamespace(
+      params=jax.tree.map(lambda _: replicated, abstract['params']),
+      batch_stats=jax.tree.map(lambda _: replicated, abstract['batch_stats']))))
+
+
 def test_backbone_starts_from_a_classifier_checkpoint(shapes_dir, tmp_path):
   config = tiny_seg_config(shapes_dir)
   classifier = create_model(config.model.name, **{
@@ -208,13 +219,8 @@ def test_backbone_starts_from_a_classifier_checkpoint(shapes_dir, tmp_path):
   weights.save(str(tmp_path / 'classifier'), trained, classifier)
 
   config = tiny_seg_config(shapes_dir, init_from=str(tmp_path / 'classifier'))
-  task = segmentation.Segmentation(config, str(tmp_path / 'run'))
-  replicated = sharding.replicated(sharding.create_mesh(config.mesh))
-  abstract = task.abstract_variables()
-  variables = task.initial_variables(types.SimpleNamespace(
-      params=jax.tree.map(lambda _: replicated, abstract['params']),
-      batch_stats=jax.tree.map(lambda _: replicated, abstract['batch_stats'])))
-  backbone = jax.device_get(variables['params']['backbone'])
+  variables = _initial_variables(config, tmp_path / 'run')
+  backbone = variables['params']['backbone']
   saved = {k: v for k, v in trained['params'].items() if k != 'head'}
   train_helpers.assert_trees_equal(saved, backbone)
   assert jax.tree.structure(saved) == jax.tree.structure(backbone)
@@ -223,6 +229,30 @@ def test_backbone_starts_from_a_classifier_checkpoint(shapes_dir, tmp_path):
                            **{'model.depths': (1, 1, 2, 1)})
   with pytest.raises(ValueError, match=r'params/backbone/block3_1/.*checkpoint None'):
     train_and_evaluate(deeper, str(tmp_path / 'deeper'))
+
+
+def test_heads_start_from_a_segmenter_checkpoint(reference, tmp_path):
+  """init_from an export of the run: evaluation-only gives the run's final scores. From a
+  segmenter of 5 classes, everything but the two classifiers is taken; those start fresh."""
+  config, workdir, _, metrics = reference
+  export.export(None, str(tmp_path / 'segmenter'), 'orbax', config=config, workdir=workdir)
+  scoring = tiny_seg_config(config.data_dir, eval_only=True,
+                            init_from=str(tmp_path / 'segmenter'))
+  _, scores = train_and_evaluate(scoring, str(tmp_path / 'eval'))
+  assert scores == pytest.approx(metrics, rel=1e-6)
+
+  task = segmentation.Segmentation(config, str(tmp_path / 'run'))
+  five = task.model.clone(num_classes=5)
+  saved = jax.device_get(five.init(jax.random.key(7), init_input(five), train=False))
+  weights.save(str(tmp_path / 'five'), saved, five)
+  fresh = flax.traverse_util.flatten_dict(_initial_variables(config, tmp_path / 'run'))
+  variables = flax.traverse_util.flatten_dict(_initial_variables(
+      tiny_seg_config(config.data_dir, init_from=str(tmp_path / 'five')), tmp_path / 'run'))
+  saved = flax.traverse_util.flatten_dict(saved)
+  classifiers = [name for name in fresh if 'conv_seg' in name]
+  assert len(classifiers) == 4  # kernel and bias of decode_head and auxiliary_head
+  train_helpers.assert_trees_equal(
+      {name: fresh[name] if name in classifiers else saved[name] for name in fresh}, variables)
 
 
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
