@@ -8,7 +8,7 @@ numbers) and then laid out on the mesh. Fresh initialization uses the 'rbg' PRNG
 compiles several times faster than threefry on CPU (tens of seconds for a full SMT); the
 training randomness stays threefry, whose numbers do not depend on the sharding.
 """
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List, Tuple
 
 from absl import logging
 import flax
@@ -21,8 +21,8 @@ from smt_jax import pretrained
 from smt_jax import weights
 from smt_jax.models import abstract_variables, init_input
 
-__all__ = ['abstract_variables', 'fresh_variables', 'initial_variables', 'load_weights',
-           'place']
+__all__ = ['abstract_variables', 'fill', 'fresh_variables', 'initial_variables',
+           'load_weights', 'place']
 
 
 def _init_fn(model, seed: int):
@@ -46,6 +46,30 @@ def _head_of_1k_from_22k(fresh_flat, loaded_flat):
   return {'params/head/kernel': kernel[:, rows], 'params/head/bias': bias[rows]}
 
 
+def fill(fresh: Dict[str, Any], loaded: Dict[str, Any], source: str, model: str,
+         stays_fresh: Callable[[str, Any], bool]) -> Tuple[Dict[str, Any], List[str]]:
+  """(filled, names left fresh): `fresh` with each array taken from `loaded` where that has
+  an array of the same name and shape.
+
+  Both are flat {name: array}. An array without a fitting counterpart stays fresh where
+  `stays_fresh(name, counterpart or None)`; every other one is named in one ValueError
+  saying that `source` does not fit `model`.
+  """
+  filled, reset, bad = dict(fresh), [], []
+  for name, value in fresh.items():
+    other = loaded.get(name)
+    if other is not None and other.shape == value.shape:
+      filled[name] = np.asarray(other, value.dtype)
+    elif stays_fresh(name, other):
+      reset.append(name)
+    else:
+      bad.append(f'{name} (model {value.shape}, checkpoint '
+                 f'{None if other is None else other.shape})')
+  if bad:
+    raise ValueError(f'config.init_from={source!r} does not fit {model}: ' + '; '.join(bad))
+  return filled, reset
+
+
 def _merge_pretrained(fresh: Dict[str, Any], loaded: Dict[str, Any], source: str):
   """`loaded` values at `fresh`'s paths; a head of another shape is the 22K head's 1K rows
   (22K -> 1K) or stays fresh (fine-tuning to other classes)."""
@@ -55,20 +79,8 @@ def _merge_pretrained(fresh: Dict[str, Any], loaded: Dict[str, Any], source: str
   if head_1k is not None:
     loaded_flat.update(head_1k)
     logging.info('init_from: ImageNet-22K head -> its rows of the 1,000 ImageNet-1K classes.')
-  merged, reset, bad = {}, [], []
-  for name, value in fresh_flat.items():
-    other = loaded_flat.get(name)
-    if other is not None and other.shape == value.shape:
-      merged[name] = np.asarray(other, value.dtype)
-    elif name.startswith('params/head/'):
-      merged[name] = value
-      reset.append(name)
-    else:
-      bad.append(f'{name} (model {value.shape}, checkpoint '
-                 f'{None if other is None else other.shape})')
-  if bad:
-    raise ValueError(f'config.init_from={source!r} does not fit config.model: '
-                     + '; '.join(bad))
+  merged, reset = fill(fresh_flat, loaded_flat, source, 'config.model',
+                       lambda name, _: name.startswith('params/head/'))
   if reset:
     logging.info('init_from: classifier head re-initialized (%s): num_classes differs.',
                  ', '.join(reset))

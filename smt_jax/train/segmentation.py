@@ -96,30 +96,19 @@ def from_checkpoint(loaded: Dict, fresh: Dict, source: str) -> Dict:
   """
   fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
   loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
-  segmenter = any(name.split('/')[1] == 'backbone' for name in loaded_flat)
-  bad, reset = [], []
-  for name, value in fresh_flat.items():
-    collection, module, *rest = name.split('/')
-    if segmenter:
-      other = loaded_flat.get(name)
-    elif module == 'backbone':
-      other = loaded_flat.get('/'.join([collection, *rest]))
-    else:
-      continue
-    if other is not None and other.shape == value.shape:
-      fresh_flat[name] = np.asarray(other, value.dtype)
-    elif other is not None and '/conv_seg/' in name:
-      reset.append(name)
-    else:
-      bad.append(f'{name} (model {value.shape}, checkpoint '
-                 f'{None if other is None else other.shape})')
-  if bad:
-    raise ValueError(f'config.init_from={source!r} does not fit the segmenter of '
-                     'config.model and config.head: ' + '; '.join(bad))
+  targets = fresh_flat
+  if not any(name.split('/')[1] == 'backbone' for name in loaded_flat):  # a classifier's
+    loaded_flat = {'/backbone/'.join(name.split('/', 1)): value
+                   for name, value in loaded_flat.items()}
+    targets = {name: value for name, value in fresh_flat.items()
+               if name.split('/')[1] == 'backbone'}
+  filled, reset = init_lib.fill(
+      targets, loaded_flat, source, 'the segmenter of config.model and config.head',
+      lambda name, other: other is not None and '/conv_seg/' in name)
   if reset:
     logging.info('init_from: classifiers re-initialized (%s): the number of classes differs.',
                  ', '.join(reset))
-  return flax.traverse_util.unflatten_dict(fresh_flat, sep='/')
+  return flax.traverse_util.unflatten_dict({**fresh_flat, **filled}, sep='/')
 
 
 class Segmentation:
